@@ -1,0 +1,30 @@
+"""Argument checks shared by the library: one wording for every bad-input error."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def choose(kind: str, name: str, valid: Iterable[str]) -> str:
+    """Return `name` if it is one of `valid`, else raise ValueError listing the valid choices."""
+    valid = list(valid)
+    if name not in valid:
+        raise ValueError(f"unknown {kind} {name!r}; valid choices: {', '.join(map(repr, valid))}")
+    return name
+
+
+def positive_int(name: str, value) -> int:
+    """Return `value` as an int if it is a positive integer, else raise ValueError."""
+    if isinstance(value, bool) or int(value) != value or int(value) <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def probability(name: str, value: float, *, open_left: bool = False) -> float:
+    """Return `value` if it lies in [0, 1] ((0, 1] with open_left), else raise ValueError."""
+    value = float(value)
+    low_ok = value > 0 if open_left else value >= 0
+    if not (low_ok and value <= 1):
+        interval = "(0, 1]" if open_left else "[0, 1]"
+        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
+    return value
