@@ -1,0 +1,229 @@
+"""Networks for the study: a time-conditioned MLP, a batched ensemble of them, a small U-Net.
+
+Every network is called as `net(z, t)` with continuous time `t` in [0, 1] and returns a
+tensor of the same shape as `z`; what that output means (eps, x0, v, score, ...) is decided
+by the loss and the sampler, not here. Used by the toy study (TimeMLP, EnsembleMLP) and the
+image chapters (UNet).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diffusion_study.validation import choose, positive_int
+
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
+
+
+def time_embedding(t: Tensor, dim: int) -> Tensor:
+    """Sinusoidal features of continuous time (Transformer / DDPM style).
+
+    t: [B] in [0, 1] -> [B, dim]. Time is scaled by 1000 so that the frequencies, which
+    range geometrically from 1 to 1/10000, resolve the same range as DDPM's integer steps.
+    """
+    dim = positive_int("dim", dim)
+    if dim % 2:
+        raise ValueError(f"dim must be even, got {dim}")
+    assert t.ndim == 1, f"t must be [B], got {tuple(t.shape)}"
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t.device) / half)
+    args = 1000.0 * t.float()[:, None] * freqs[None, :]  # [B, half]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)  # [B, dim]
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable scalars in `module`."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# --------------------------------------------------------------------------- MLPs
+
+
+def _widths(dim: int, hidden: int, depth: int, time_dim: int) -> list[tuple[int, int]]:
+    """(fan_in, fan_out) of each linear layer: `depth` hidden layers, then a linear output."""
+    sizes = [dim + time_dim] + [hidden] * depth + [dim]
+    return list(zip(sizes[:-1], sizes[1:]))
+
+
+class TimeMLP(nn.Module):
+    """MLP on concat(z, time_embedding(t)): `depth` hidden layers, linear output.
+
+    forward(z: [B, D], t: [B]) -> [B, D]. The toy study's network (Klepper) is
+    TimeMLP(2, hidden=20, depth=2, activation="relu").
+    """
+
+    def __init__(self, dim: int, hidden: int = 128, depth: int = 3, time_dim: int = 32,
+                 activation: str = "relu"):
+        super().__init__()
+        self.dim, self.hidden, self.depth = positive_int("dim", dim), hidden, depth
+        self.time_dim, self.activation = time_dim, choose("activation", activation, ACTIVATIONS)
+        positive_int("hidden", hidden), positive_int("depth", depth), positive_int("time_dim", time_dim)
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in _widths(dim, hidden, depth, time_dim))
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, z: Tensor, t: Tensor) -> Tensor:
+        B, D = z.shape
+        assert D == self.dim and t.shape == (B,), f"z {tuple(z.shape)}, t {tuple(t.shape)}"
+        h = torch.cat([z, time_embedding(t, self.time_dim).to(z.dtype)], dim=1)  # [B, D + time_dim]
+        for layer in self.layers[:-1]:
+            h = self.act(layer(h))  # [B, hidden]
+        return self.layers[-1](h)  # [B, D]
+
+
+class EnsembleMLP(nn.Module):
+    """G independent TimeMLPs evaluated as one batched tensor program (no loop over G).
+
+    Layer k keeps weights[k]: [G, fan_in, fan_out] and biases[k]: [G, 1, fan_out]; each layer
+    is one torch.baddbmm. forward(z: [G, B, D], t: [G, B]) -> [G, B, D]. Members share no
+    parameters, so the gradient of a loss on member g reaches only member g, and one Adam over
+    the stacked tensors is G independent Adams (Adam is elementwise).
+    """
+
+    def __init__(self, G: int, dim: int, hidden: int = 128, depth: int = 3, time_dim: int = 32,
+                 activation: str = "relu", generator: torch.Generator | None = None):
+        super().__init__()
+        self.members, self.dim, self.hidden = positive_int("G", G), positive_int("dim", dim), hidden
+        self.depth, self.time_dim = positive_int("depth", depth), positive_int("time_dim", time_dim)
+        self.activation = choose("activation", activation, ACTIVATIONS)
+        positive_int("hidden", hidden)
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        for fan_in, fan_out in _widths(dim, hidden, depth, time_dim):
+            # nn.Linear's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
+            bound = 1.0 / math.sqrt(fan_in)
+            w = (torch.rand(G, fan_in, fan_out, generator=generator) * 2 - 1) * bound
+            b = (torch.rand(G, 1, fan_out, generator=generator) * 2 - 1) * bound
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(b))
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, z: Tensor, t: Tensor) -> Tensor:
+        G, B, D = z.shape
+        assert (G, D) == (self.members, self.dim) and t.shape == (G, B), \
+            f"z {tuple(z.shape)}, t {tuple(t.shape)}"
+        emb = time_embedding(t.reshape(G * B), self.time_dim).to(z.dtype).reshape(G, B, -1)
+        h = torch.cat([z, emb], dim=2)  # [G, B, D + time_dim]
+        last = len(self.weights) - 1
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b, h, w)  # [G, B, fan_out]
+            if k < last:
+                h = self.act(h)
+        return h  # [G, B, D]
+
+    @torch.no_grad()
+    def member(self, g: int) -> TimeMLP:
+        """A standalone TimeMLP carrying copies of member g's weights (same outputs)."""
+        if not 0 <= g < self.members:
+            raise ValueError(f"member index must lie in [0, {self.members}), got {g}")
+        net = TimeMLP(self.dim, self.hidden, self.depth, self.time_dim, self.activation)
+        net.to(self.weights[0].device, self.weights[0].dtype)
+        for layer, w, b in zip(net.layers, self.weights, self.biases):
+            layer.weight.copy_(w[g].T)  # nn.Linear keeps [fan_out, fan_in]
+            layer.bias.copy_(b[g, 0])
+        return net
+
+
+# --------------------------------------------------------------------------- U-Net
+
+
+def _norm(ch: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(8, ch), ch)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice, time added per channel in between, residual skip."""
+
+    def __init__(self, c_in: int, c_out: int, t_dim: int):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.time = nn.Linear(t_dim, c_out)
+        self.norm2, self.conv2 = _norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, temb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))  # [B, c_out, H, W]
+        h = h + self.time(temb)[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return h + self.skip(x)
+
+
+class Attention(nn.Module):
+    """Single-head self-attention over the H*W positions, residual."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.norm, self.qkv, self.out = _norm(ch), nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1)
+
+    def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, C, H * W).transpose(2, 3).unbind(1)  # [B, HW, C]
+        h = F.scaled_dot_product_attention(q, k, v)  # [B, HW, C]
+        return x + self.out(h.transpose(1, 2).reshape(B, C, H, W))
+
+
+class UNet(nn.Module):
+    """A small U-Net eps/x0/v-model for 8x8 to 32x32 images.
+
+    forward(z: [B, C, H, W], t: [B]) -> [B, C, H, W]. One ResBlock per level on the way down
+    and up, a stride-2 conv between levels (len(mults) - 1 of them), nearest upsampling back to
+    the skip's exact size, so odd sizes work (28 -> 14 -> 7 -> 4 with mults=(1, 2, 2, 2)).
+    `attention` adds self-attention at the lowest resolution. The output conv starts at zero,
+    so the untrained model predicts 0 (the mean of eps).
+    """
+
+    def __init__(self, channels: int = 1, base: int = 32, mults: tuple[int, ...] = (1, 2),
+                 attention: bool = False, time_dim: int | None = None):
+        super().__init__()
+        self.channels = positive_int("channels", channels)
+        positive_int("base", base)
+        if not mults:
+            raise ValueError("mults must name at least one level")
+        widths = [base * positive_int("mults entry", m) for m in mults]
+        self.base, t_dim = base, time_dim or 4 * base
+        self.time = nn.Sequential(nn.Linear(base, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
+        self.inp = nn.Conv2d(channels, widths[0], 3, padding=1)
+        self.down, self.pool = nn.ModuleList(), nn.ModuleList()
+        prev = widths[0]
+        for i, w in enumerate(widths):
+            self.down.append(ResBlock(prev, w, t_dim))
+            if i < len(widths) - 1:
+                self.pool.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
+            prev = w
+        self.mid = nn.ModuleList([ResBlock(prev, prev, t_dim),
+                                  Attention(prev) if attention else nn.Identity(),
+                                  ResBlock(prev, prev, t_dim)])
+        self.up, self.unpool = nn.ModuleList(), nn.ModuleList()
+        for i, w in reversed(list(enumerate(widths))):
+            self.up.append(ResBlock(prev + w, w, t_dim))
+            if i > 0:
+                self.unpool.append(nn.Conv2d(w, widths[i - 1], 3, padding=1))
+                w = widths[i - 1]
+            prev = w
+        self.out_norm, self.out = _norm(prev), nn.Conv2d(prev, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, z: Tensor, t: Tensor) -> Tensor:
+        B, C, H, W = z.shape
+        assert C == self.channels and t.shape == (B,), f"z {tuple(z.shape)}, t {tuple(t.shape)}"
+        temb = self.time(time_embedding(t, self.base).to(z.dtype))  # [B, t_dim]
+        h, skips = self.inp(z), []
+        for i, block in enumerate(self.down):
+            h = block(h, temb)
+            skips.append(h)
+            if i < len(self.pool):
+                h = self.pool[i](h)  # [B, w, ceil(H/2), ceil(W/2)]
+        h = self.mid[0](h, temb)
+        h = self.mid[1](h)
+        h = self.mid[2](h, temb)
+        for i, block in enumerate(self.up):
+            h = block(torch.cat([h, skips.pop()], dim=1), temb)
+            if i < len(self.unpool):
+                size = skips[-1].shape[-2:]
+                h = self.unpool[i](F.interpolate(h, size=size, mode="nearest"))
+        out = self.out(F.silu(self.out_norm(h)))
+        assert out.shape == z.shape
+        return out  # [B, C, H, W]
