@@ -1,0 +1,196 @@
+"""Training objectives: the simple noise loss and the full variational bound (chapter 1).
+
+    -log p(x) <= L_prior + L_diffusion + L_decoder
+    L_prior     = KL(q(z_T|x) || N(0, I))
+    L_diffusion = sum_{t=2}^T E_q KL(q(z_{t-1}|z_t, x) || p(z_{t-1}|z_t))
+    L_decoder   = -E_q log p(x | z_1)
+with p(z_{t-1}|z_t) = q(z_{t-1}|z_t, x = x0_hat(z_t, t)) (the posterior with the denoiser's
+guess, which is DDPM's eps-parameterised mean and NDM's reverse process alike) and a
+reverse variance that is either the posterior's s~^2 ('posterior', DDPM's beta~_t) or
+sigma_{t|t-1}^2 ('beta', DDPM's beta_t). All terms are in nats per example, shape [B];
+convert with `nats_to_bits_per_dim`, or estimate a data set's
+bits/dim with `diffusion_study.likelihood.bits_per_dim`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .predictions import target
+from .schedules import DiscreteSchedule, coefficient
+from .validation import choose, positive_int
+
+REVERSE_VARIANCES = ("posterior", "beta")
+
+
+def _sum_event(x: Tensor, event_dims: int) -> Tensor:
+    return x.sum(dim=tuple(range(x.ndim - event_dims, x.ndim))) if event_dims else x
+
+
+def _event_dims(x: Tensor, event_dims: int | None) -> int:
+    return x.ndim - 1 if event_dims is None else event_dims
+
+
+def sample_time(schedule, shape, generator=None, device=None) -> Tensor:
+    """t ~ U{1..T} for a discrete schedule, U(0, 1] for a continuous one; shape `shape`."""
+    if isinstance(schedule, DiscreteSchedule):
+        return torch.randint(1, schedule.T + 1, shape, generator=generator, device=device)
+    return 1 - torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
+
+
+def simple_loss(net, process, x: Tensor, *, prediction: str = "eps", generator=None,
+                event_dims: int | None = None) -> Tensor:
+    """L_simple (Ho et al. 2020, eq. 14) for any prediction: mean over dims of ||net(z_t, t) - target||^2.
+
+    x: [B, ...] data (or [G, B, D] for an ensemble with event_dims=1); returns [B] (or [G, B]).
+    t ~ U{1..T}, eps ~ N(0, I), z_t = alpha_t x + sigma_t eps.
+    """
+    event_dims = _event_dims(x, event_dims)
+    batch_shape = x.shape[: x.ndim - event_dims]
+    sched = process.schedule
+    t = sample_time(sched, batch_shape, generator)
+    eps = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    z = process.sample(x, t, eps)
+    alpha, sigma = coefficient(sched.alpha(t), x), coefficient(sched.sigma(t), x)
+    out = net(z, sched.time(t))
+    err = (out - target(prediction, x, eps, alpha, sigma)) ** 2
+    return _sum_event(err, event_dims) / math.prod(x.shape[x.ndim - event_dims:])
+
+
+# ---------------------------------------------------------------------------------------
+# The variational bound
+# ---------------------------------------------------------------------------------------
+
+
+def gaussian_kl(mean_q: Tensor, var_q: Tensor, mean_p: Tensor, var_p: Tensor) -> Tensor:
+    """KL(N(mean_q, var_q) || N(mean_p, var_p)) elementwise (diagonal Gaussians), broadcasting.
+
+    = 1/2 [log(var_p / var_q) + (var_q + (mean_q - mean_p)^2) / var_p - 1].
+    """
+    return 0.5 * (torch.log(var_p / var_q) + (var_q + (mean_q - mean_p) ** 2) / var_p - 1)
+
+
+def standard_normal_log_cdf_interval(lo: Tensor, hi: Tensor) -> Tensor:
+    """log(Phi(hi) - Phi(lo)) for lo < hi, accurate in both tails (lo = -inf, hi = +inf allowed)."""
+    flip = lo > 0  # use Phi(hi) - Phi(lo) = Phi(-lo) - Phi(-hi) to stay in the lower tail
+    lo, hi = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
+    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
+    return log_hi + torch.log(-torch.expm1(log_lo - log_hi))
+
+
+class GaussianDecoder:
+    """p(x | z_1) = N(x; mean, std^2) for continuous data: a density, in nats."""
+
+    def nll(self, x: Tensor, mean: Tensor, std: Tensor, event_dims: int) -> Tensor:
+        """-log N(x; mean, std^2) summed over the event dims; [B]."""
+        nll = 0.5 * ((x - mean) / std) ** 2 + torch.log(std) + 0.5 * math.log(2 * math.pi)
+        return _sum_event(nll.expand_as(x), event_dims)
+
+
+class DiscretizedGaussianDecoder:
+    """p(x | z_1) for data on `levels` equally spaced values in [-1, 1] (Ho et al. 2020, eq. 13).
+
+    Each value owns a bin of width 2 / (levels - 1); the edge bins extend to +-inf.
+    8-bit images use levels=256, scikit-learn digits (values 0..16) levels=17.
+    """
+
+    def __init__(self, levels: int):
+        self.levels = positive_int("levels", levels)
+        if levels < 2:
+            raise ValueError("levels must be at least 2")
+        self.half_width = 1.0 / (levels - 1)
+
+    def nll(self, x: Tensor, mean: Tensor, std: Tensor, event_dims: int) -> Tensor:
+        """-log P(x) summed over the event dims; x must lie on the grid. [B]."""
+        lo = torch.where(x <= -1 + 1e-6, -math.inf, (x - self.half_width - mean) / std)
+        hi = torch.where(x >= 1 - 1e-6, math.inf, (x + self.half_width - mean) / std)
+        return _sum_event(-standard_normal_log_cdf_interval(lo, hi), event_dims)
+
+
+class VLBTerms(NamedTuple):
+    """Per-example terms of the negative ELBO in nats, each [B]."""
+
+    prior: Tensor
+    diffusion: Tensor
+    decoder: Tensor
+
+    @property
+    def total(self) -> Tensor:
+        return self.prior + self.diffusion + self.decoder
+
+
+def prior_kl(process, x: Tensor, event_dims: int | None = None) -> Tensor:
+    """KL(q(z_T | x) || N(0, I)) summed over the event dims; [B]."""
+    event_dims = _event_dims(x, event_dims)
+    T = torch.full(x.shape[: x.ndim - event_dims], process.schedule.T)
+    mean, std = process.marginal(x, T)
+    kl = gaussian_kl(mean, (std**2).expand_as(x), torch.zeros_like(x), torch.ones_like(x))
+    return _sum_event(kl, event_dims)
+
+
+def reverse_variance(process, t: Tensor, like: Tensor, kind: str) -> Tensor:
+    """Variance of p(z_{t-1}|z_t): 'posterior' beta~_t or 'beta' beta_t, shaped to broadcast on `like`."""
+    choose("reverse variance", kind, REVERSE_VARIANCES)
+    sched = process.schedule
+    table = sched.posterior_variance if kind == "posterior" else sched.beta
+    return coefficient(table[t.long().cpu()], like)
+
+
+def diffusion_kl(denoiser, process, x: Tensor, t: Tensor, noise: Tensor, *,
+                 variance: str = "posterior", event_dims: int | None = None) -> Tensor:
+    """KL(q(z_{t-1}|z_t, x) || p(z_{t-1}|z_t)) at z_t = sample(x, t, noise), t >= 2; [B]."""
+    event_dims = _event_dims(x, event_dims)
+    z_t = process.sample(x, t, noise)
+    mean_q, var_q = process.posterior(x, z_t, t, t - 1)
+    mean_p, _ = process.posterior(denoiser(z_t, t), z_t, t, t - 1)
+    var_p = reverse_variance(process, t, x, variance)
+    return _sum_event(gaussian_kl(mean_q, var_q.expand_as(x), mean_p, var_p.expand_as(x)), event_dims)
+
+
+def decoder_nll(denoiser, process, x: Tensor, decoder, noise: Tensor, event_dims: int | None = None) -> Tensor:
+    """-log p(x | z_1), z_1 = sample(x, 1, noise); decoder mean x0_hat(z_1, 1), std sqrt(beta_1). [B]."""
+    event_dims = _event_dims(x, event_dims)
+    one = torch.ones(x.shape[: x.ndim - event_dims], dtype=torch.long)
+    z_1 = process.sample(x, one, noise)
+    mean, _ = process.posterior(denoiser(z_1, one), z_1, one, one - 1)
+    std = coefficient(process.schedule.beta[1].sqrt().reshape(1), x)
+    return decoder.nll(x, mean, std, event_dims)
+
+
+def vlb_terms(denoiser, process, x: Tensor, *, decoder, variance: str = "posterior", n_timesteps: int | None = None,
+              generator=None, event_dims: int | None = None) -> VLBTerms:
+    """The three terms of the negative ELBO for x: [B, ...], each [B] nats (discrete schedules).
+
+    n_timesteps=None sums the KL over every t = 2..T (one z_t per t); an int K draws K steps
+    uniformly from 2..T per example and rescales by (T - 1) / K (unbiased, cheaper).
+    """
+    event_dims = _event_dims(x, event_dims)
+    T = process.schedule.T
+    batch_shape = x.shape[: x.ndim - event_dims]
+    noise = lambda: torch.randn(x.shape, generator=generator, dtype=x.dtype)  # noqa: E731
+    diffusion = torch.zeros(batch_shape, dtype=x.dtype)
+    if T >= 2:
+        if n_timesteps is None:
+            steps, scale = [torch.full(batch_shape, t) for t in range(2, T + 1)], 1.0
+        else:
+            k = positive_int("n_timesteps", n_timesteps)
+            steps = [torch.randint(2, T + 1, batch_shape, generator=generator) for _ in range(k)]
+            scale = (T - 1) / k
+        for t in steps:
+            diffusion = diffusion + diffusion_kl(denoiser, process, x, t, noise(), variance=variance,
+                                                 event_dims=event_dims)
+        diffusion = diffusion * scale
+    return VLBTerms(
+        prior=prior_kl(process, x, event_dims),
+        diffusion=diffusion,
+        decoder=decoder_nll(denoiser, process, x, decoder, noise(), event_dims),
+    )
+
+
+def nats_to_bits_per_dim(nats: Tensor, dims: int) -> Tensor:
+    """Convert nats per example to bits per dimension: nats / (D ln 2)."""
+    return nats / (dims * math.log(2))
