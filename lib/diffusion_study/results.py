@@ -1,0 +1,161 @@
+"""Results as JSON files with provenance, and the claim verdicts the book's ledger reads.
+
+A chapter ends with one `write_result(out_dir, name, params, metrics, claims)`; the file
+`<out_dir>/<name>.json` holds
+
+    {"name", "params", "metrics", "claims", "provenance": {git, versions, device, time}}
+
+`claims` maps a claim id from the ledger (e.g. "L1") to a verdict record:
+
+    {"verdict": "supported" | "not supported" | "mixed",
+     "evidence": "fig-...",        # a figure/table label in the book (or a section label)
+     "effect": "...",              # the measured effect with its interval, in words
+     "conditions": "..."}          # profile, seeds, data
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+VERDICTS = ("supported", "not supported", "mixed")
+CLAIM_FIELDS = ("verdict", "evidence", "effect", "conditions")
+_CLAIM_ID = re.compile(r"^[A-Z][0-9]+$")
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def check_claims(claims: dict[str, dict] | None) -> dict[str, dict]:
+    """Return `claims` with every record validated; raise ValueError on a malformed one."""
+    claims = dict(claims or {})
+    for cid, record in claims.items():
+        if not _CLAIM_ID.match(str(cid)):
+            raise ValueError(f"claim id must look like 'L1' or 'N4', got {cid!r}")
+        if not isinstance(record, dict):
+            raise ValueError(f"claim {cid}: record must be a dict, got {type(record).__name__}")
+        unknown = set(record) - set(CLAIM_FIELDS)
+        if unknown:
+            raise ValueError(f"claim {cid}: unknown fields {sorted(unknown)}; valid: {CLAIM_FIELDS}")
+        if record.get("verdict") not in VERDICTS:
+            raise ValueError(
+                f"claim {cid}: verdict must be one of {VERDICTS}, got {record.get('verdict')!r}"
+            )
+        if not record.get("evidence"):
+            raise ValueError(f"claim {cid}: 'evidence' (a figure or table label) is required")
+    return claims
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(_REPO), *args], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def provenance(wall_time_s: float | None = None) -> dict[str, Any]:
+    """Where and with what a result was made: git commit and dirty files, versions, device, time."""
+    import numpy
+    import torch
+
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    dirty_files = [line[3:] for line in status.splitlines()] if status else []
+    if torch.cuda.is_available():
+        device = f"cuda ({torch.cuda.get_device_name(0)})"
+    else:
+        device = f"cpu ({torch.get_num_threads()} threads)"
+    return {
+        "git_commit": commit,
+        "git_dirty": bool(dirty_files) if commit else None,
+        "git_dirty_files": dirty_files[:20],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "device": device,
+        "hostname": socket.gethostname(),
+        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 3),
+        "argv0": Path(sys.argv[0]).name if sys.argv else None,
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Convert numpy/torch scalars and arrays, paths and tuples to JSON-ready values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy arrays/scalars, torch tensors
+        return _plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf
+    return value
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    """Write `payload` as JSON to `path` via a temporary file and os.replace (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2, sort_keys=True, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_result(
+    out_dir: str | Path,
+    name: str,
+    params: dict,
+    metrics: dict,
+    claims: dict[str, dict] | None = None,
+    *,
+    wall_time_s: float | None = None,
+) -> Path:
+    """Write `<out_dir>/<name>.json` with params, metrics, claim verdicts and provenance."""
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+        raise ValueError(f"result name must be a plain file stem, got {name!r}")
+    payload = {
+        "name": name,
+        "params": _plain(params),
+        "metrics": _plain(metrics),
+        "claims": _plain(check_claims(claims)),
+        "provenance": provenance(wall_time_s),
+    }
+    return write_json_atomic(Path(out_dir) / f"{name}.json", payload)
+
+
+def read_results(directory: str | Path) -> list[dict]:
+    """Read every result JSON under `directory` (recursively), sorted by path.
+
+    Each record gets a "path" key (relative to `directory`). A missing directory gives [].
+    """
+    directory = Path(directory)
+    records = []
+    for path in sorted(directory.rglob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict) or "provenance" not in record:
+            continue  # not a result file
+        record["path"] = path.relative_to(directory).as_posix()
+        records.append(record)
+    return records
