@@ -53,3 +53,13 @@ def ddpm_sample(denoiser, process, x_T: Tensor, *, steps: int | None = None, gen
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2): z_{t-1} ~ q(z_{t-1} | z_t, x0_hat), variance beta~_t."""
     return ddim_sample(denoiser, process, x_T, steps=steps, eta=1.0, generator=generator, progress=progress,
                        return_path=return_path)
+
+
+SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample}
+
+
+def get_sampler(name: str):
+    """A sampler by name: 'ddpm' or 'ddim' (same signature)."""
+    from .validation import choose
+
+    return SAMPLERS[choose("sampler", name, SAMPLERS)]

@@ -1,0 +1,88 @@
+"""The chapters: conventions, committed outputs re-checked by nbval, and smoke runs.
+
+- every notebook starts with a `parameters` cell defining profile="cpu", seed and out_dir;
+- committed notebooks carry no per-run metadata (papermill timings, execution timestamps);
+- nbval re-executes a copy of each committed notebook (in a temporary folder, so its
+  figures and results do not land in results/) and compares every output;
+- each notebook runs through papermill at the smoke profile with a non-default seed.
+"""
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from diffusion_study.notebook import volatile_metadata
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[!.]*.ipynb"))
+IDS = [p.stem for p in NOTEBOOKS]
+SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
+
+
+def _parameters(nb) -> dict:
+    cell = next(c for c in nb.cells if c.cell_type == "code")
+    assert "parameters" in cell.metadata.get("tags", []), "first code cell must be tagged 'parameters'"
+    values = {}
+    for node in ast.parse(cell.source).body:
+        assert isinstance(node, ast.Assign), "the parameters cell holds plain assignments only"
+        values[node.targets[0].id] = ast.literal_eval(node.value)
+    return values
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ has no chapters"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_parameters_cell_convention(path):
+    params = _parameters(nbformat.read(path, as_version=4))
+    assert params.get("profile") == "cpu", "the committed default profile is 'cpu'"
+    assert isinstance(params.get("seed"), int)
+    assert isinstance(params.get("out_dir"), str)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_committed_notebook_is_executed_and_has_no_volatile_metadata(path):
+    nb = nbformat.read(path, as_version=4)
+    assert volatile_metadata(nb) == [], "run `make book` (or python -m diffusion_study.notebook strip)"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in code if c.source.strip()), "commit the executed notebook"
+    assert not any(o.output_type == "error" for c in code for o in c.outputs)
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in code), (
+        "the committed notebook is the default-profile run: no injected parameters"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_nbval_reproduces_committed_outputs(path, tmp_path):
+    copy = tmp_path / "notebooks" / path.name
+    copy.parent.mkdir()
+    shutil.copy(path, copy)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
+         "--nbval-current-env", "--nbval-sanitize-with", str(SANITIZE), str(copy)],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert done.returncode == 0, f"nbval failed for {path.name}:\n{done.stdout[-8000:]}\n{done.stderr[-2000:]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_smoke_profile_with_non_default_parameters(path, tmp_path):
+    out_dir = tmp_path / "out"
+    papermill.execute_notebook(
+        str(path), str(tmp_path / path.name), cwd=str(path.parent), progress_bar=False,
+        parameters={"profile": "smoke", "seed": 1, "out_dir": str(out_dir)},
+    )
+    written = sorted(p.name for p in out_dir.iterdir())
+    assert any(n.endswith(".png") for n in written) and any(n.endswith(".pdf") for n in written)
+    result = json.loads((out_dir / f"{path.stem}.json").read_text())
+    assert result["params"]["profile"] == "smoke" and result["params"]["seed"] == 1

@@ -1,0 +1,132 @@
+"""The variational bound: its pieces against oracles, its sum against the exact likelihood."""
+
+import math
+
+import pytest
+import torch
+
+from diffusion_study.data import GaussianMixture, two_gaussians
+from diffusion_study.likelihood import bits_per_dim, elbo_monte_carlo
+from diffusion_study.objectives import (
+    DiscretizedGaussianDecoder,
+    GaussianDecoder,
+    diffusion_kl,
+    gaussian_kl,
+    simple_loss,
+    vlb_terms,
+)
+from diffusion_study.processes import GaussianForward
+from diffusion_study.schedules import discrete_schedule
+
+
+def gaussian_data(dim=2, mean=0.5, std=0.5):
+    eye = torch.eye(dim, dtype=torch.float64)
+    return GaussianMixture(torch.ones(1, dtype=torch.float64), torch.full((1, dim), mean, dtype=torch.float64),
+                           std**2 * eye[None])
+
+
+def test_gaussian_kl_matches_monte_carlo():
+    g = torch.Generator().manual_seed(0)
+    mq, vq, mp, vp = (torch.tensor(v, dtype=torch.float64) for v in (0.3, 0.5, -0.4, 1.7))
+    x = mq + vq.sqrt() * torch.randn(400_000, generator=g, dtype=torch.float64)
+    log_ratio = (-0.5 * (x - mq) ** 2 / vq - 0.5 * vq.log()) - (-0.5 * (x - mp) ** 2 / vp - 0.5 * vp.log())
+    se = log_ratio.std() / math.sqrt(x.numel())
+    assert abs(log_ratio.mean() - gaussian_kl(mq, vq, mp, vp)) < 4 * se
+
+
+@pytest.mark.parametrize("levels", [17, 256])
+def test_discretized_decoder_is_a_distribution_over_the_levels(levels):
+    decoder = DiscretizedGaussianDecoder(levels)
+    values = torch.linspace(-1, 1, levels, dtype=torch.float64)
+    for mean, std in [(0.0, 0.05), (0.93, 0.01), (-2.0, 0.3), (0.1, 1e-4)]:
+        nll = decoder.nll(values[:, None], torch.tensor(mean, dtype=torch.float64),
+                          torch.tensor(std, dtype=torch.float64), event_dims=1)
+        assert torch.isfinite(nll).all()
+        assert torch.exp(-nll).sum().item() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_discretized_decoder_far_tail_is_finite():
+    decoder = DiscretizedGaussianDecoder(256)
+    x = torch.tensor([[0.5]], dtype=torch.float64)
+    nll = decoder.nll(x, torch.tensor(-0.5, dtype=torch.float64), torch.tensor(1e-3, dtype=torch.float64), 1)
+    assert torch.isfinite(nll).all() and nll.item() > 1e5  # ~ 0.5 * (1000)^2, not inf
+
+
+def test_kl_term_is_the_eps_weighted_mse():
+    """With sigma_t^2 = beta~_t, KL_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t)) ||eps - eps_hat||^2."""
+    sched = discrete_schedule("linear", 1000)
+    proc = GaussianForward(sched)
+    g = torch.Generator().manual_seed(0)
+    x, noise = torch.randn(16, 5, generator=g, dtype=torch.float64), torch.randn(16, 5, generator=g, dtype=torch.float64)
+    eps_error = 0.1 * torch.randn(16, 5, generator=g, dtype=torch.float64)
+    t = torch.randint(2, 1001, (16,), generator=g)
+    alpha, sigma = sched.alpha(t)[:, None], sched.sigma(t)[:, None]
+
+    def denoiser(z, tt):  # predicts eps_hat = eps + eps_error, returned as x0_hat
+        return (z - sigma * (noise + eps_error)) / alpha
+
+    kl = diffusion_kl(denoiser, proc, x, t, noise)
+    beta, abar = sched.beta[t], sched.alpha_bar[t]
+    weight = beta**2 / (2 * sched.posterior_variance[t] * (1 - beta) * (1 - abar))
+    torch.testing.assert_close(kl, weight * (eps_error**2).sum(1), rtol=1e-8, atol=1e-12)
+
+
+def test_elbo_decomposition_equals_direct_monte_carlo():
+    """prior + sum of KL terms + decoder = E_q[log q(z_{1:T}|x) - log p(x, z_{1:T})] within standard errors."""
+    data = two_gaussians()
+    proc = GaussianForward(discrete_schedule("cosine", 20))
+    g = torch.Generator().manual_seed(0)
+    x = data.sample(20_000, g).double()
+    den = data.denoiser(proc)
+    analytic = vlb_terms(den, proc, x, decoder=GaussianDecoder(), generator=g).total
+    direct = elbo_monte_carlo(den, proc, x, decoder=GaussianDecoder(), generator=g)
+    se = math.sqrt(analytic.var() / x.shape[0] + direct.var() / x.shape[0])
+    assert abs(analytic.mean() - direct.mean()) < 4 * se
+
+
+def test_bound_on_gaussian_data_is_an_upper_bound_whose_gap_shrinks_with_T():
+    """For Gaussian data and the exact denoiser E[x0|z_t], the bound >= exact NLL and the gap -> 0 as T grows."""
+    data = gaussian_data()
+    g = torch.Generator().manual_seed(0)
+    x = data.sample(4000, g).double()
+    nll = -data.log_prob(x)
+    gaps = []
+    for T in (16, 64, 256, 1024):
+        proc = GaussianForward(discrete_schedule("logsnr_cosine", T, logsnr_max=8.0, logsnr_min=-12.0))
+        gap = vlb_terms(data.denoiser(proc), proc, x, decoder=GaussianDecoder(), generator=g).total - nll
+        gaps.append((gap.mean().item(), gap.std().item() / math.sqrt(x.shape[0])))
+    for mean, se in gaps:
+        assert mean > -3 * se  # an upper bound
+    for (m1, s1), (m2, s2) in zip(gaps, gaps[1:]):
+        assert m2 < m1 - 3 * math.hypot(s1, s2)  # strictly shrinking
+    assert gaps[-1][0] < 0.25
+
+
+def test_bits_per_dim_reports_mean_error_and_terms():
+    data = gaussian_data(dim=4)
+    proc = GaussianForward(discrete_schedule("logsnr_cosine", 64, logsnr_max=8.0, logsnr_min=-12.0))
+    g = torch.Generator().manual_seed(0)
+    x = data.sample(1000, g).double()
+    full = bits_per_dim(data.denoiser(proc), proc, x, decoder=GaussianDecoder(), batch_size=300, generator=g)
+    sampled = bits_per_dim(data.denoiser(proc), proc, x, decoder=GaussianDecoder(), n_timesteps=8, generator=g)
+    assert full.n == 1000 and set(full.terms) == {"prior", "diffusion", "decoder"}
+    assert full.mean == pytest.approx(sum(full.terms.values()), rel=1e-9)
+    assert abs(full.mean - sampled.mean) < 4 * math.hypot(full.stderr, sampled.stderr)
+    exact = (-data.log_prob(x)).mean().item() / (4 * math.log(2))
+    assert full.mean > exact
+
+
+def test_simple_loss_of_the_optimal_predictor_is_the_mean_alpha_bar():
+    """For x ~ N(0, I), E[eps|z_t] = sigma_t z_t and the minimal noise MSE is alpha_bar_t; L_simple averages it over t."""
+    sched = discrete_schedule("cosine", 100)
+    proc = GaussianForward(sched)
+
+    def optimal_eps(z, time):
+        t = (time * sched.T).round().long()
+        return sched.sigma(t).to(z.dtype)[:, None] * z
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200_000, 2, generator=g, dtype=torch.float64)
+    loss = simple_loss(optimal_eps, proc, x, generator=g)
+    expected = sched.alpha_bar[1:].mean().item()
+    assert loss.mean().item() == pytest.approx(expected, abs=4 * loss.std().item() / math.sqrt(x.shape[0]))

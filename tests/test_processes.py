@@ -1,0 +1,124 @@
+"""The forward process: closed forms against the chain, the posterior against Bayes' rule."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from diffusion_study.processes import GaussianForward, NeuralForward
+from diffusion_study.schedules import continuous_schedule, discrete_schedule
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_closed_form_marginal_equals_iterated_chain(name):
+    """q(x_t|x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) equals t one-step updates x_t = sqrt(1-beta_t) x_{t-1} + sqrt(beta_t) eps."""
+    sched = discrete_schedule(name, 200)
+    proc = GaussianForward(sched)
+    x0 = torch.tensor([[1.5, -0.5]], dtype=torch.float64)
+    # Exact moments of the chain: mean and variance propagate linearly step by step.
+    mean, var = x0.clone(), torch.zeros(1, dtype=torch.float64)
+    for t in range(1, sched.T + 1):
+        beta = sched.beta[t]
+        mean, var = (1 - beta).sqrt() * mean, (1 - beta) * var + beta
+        if t in (1, 7, 100, 200):
+            m, std = proc.marginal(x0, torch.tensor([t]))
+            torch.testing.assert_close(m, mean, rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(std.flatten() ** 2, var, rtol=1e-12, atol=1e-14)
+    # And by simulation: 200k chains of 50 steps match the closed form's moments.
+    g = torch.Generator().manual_seed(0)
+    x = x0.expand(200_000, 2).clone()
+    for t in range(1, 51):
+        beta = sched.beta[t]
+        x = (1 - beta).sqrt() * x + beta.sqrt() * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    m, std = proc.marginal(x0, torch.tensor([50]))
+    se = std.item() / math.sqrt(x.shape[0])
+    assert (x.mean(0) - m[0]).abs().max() < 5 * se
+    assert (x.var(0) - std.item() ** 2).abs().max() < 5 * std.item() ** 2 * math.sqrt(2 / x.shape[0])
+
+
+@settings(max_examples=25, deadline=None)
+@given(t=st.integers(2, 100), x0=st.floats(-2, 2), xt=st.floats(-3, 3))
+def test_posterior_equals_bayes_rule_on_a_grid(t, x0, xt):
+    """q(x_{t-1}|x_t,x_0) propto q(x_t|x_{t-1}) q(x_{t-1}|x_0): moments of the normalised product on a 1-D grid."""
+    sched = discrete_schedule("cosine", 100)
+    proc = GaussianForward(sched)
+    mean, var = proc.posterior(torch.tensor([[x0]], dtype=torch.float64), torch.tensor([[xt]], dtype=torch.float64),
+                               torch.tensor([t]), torch.tensor([t - 1]))
+    beta, abar_prev = sched.beta[t].item(), sched.alpha_bar[t - 1].item()
+    prior_mean, prior_var = math.sqrt(abar_prev) * x0, 1 - abar_prev
+    width = 12 * math.sqrt(min(prior_var, beta / (1 - beta)))
+    centre = mean.item()
+    grid = torch.linspace(centre - width, centre + width, 200_001, dtype=torch.float64)
+    log_w = -0.5 * (xt - math.sqrt(1 - beta) * grid) ** 2 / beta - 0.5 * (grid - prior_mean) ** 2 / prior_var
+    w = torch.softmax(log_w, 0)
+    grid_mean = (w * grid).sum()
+    grid_var = (w * (grid - grid_mean) ** 2).sum()
+    assert grid_mean.item() == pytest.approx(mean.item(), abs=1e-7 * (1 + abs(centre)))
+    assert grid_var.item() == pytest.approx(var.item(), rel=1e-5)
+    # ... and DDPM's textbook formulas (Ho et al. 2020, eq. 6-7)
+    omab = sched.one_minus_alpha_bar
+    mu_tilde = (math.sqrt(abar_prev) * beta / omab[t] * x0 + math.sqrt(1 - beta) * omab[t - 1] / omab[t] * xt)
+    assert mean.item() == pytest.approx(mu_tilde.item(), rel=1e-10, abs=1e-12)
+    assert var.item() == pytest.approx(sched.posterior_variance[t].item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("schedule", [discrete_schedule("linear", 1000), continuous_schedule("cosine")])
+def test_posterior_keeps_the_marginals(schedule):
+    """If z_t ~ q(z_t|x) and z_s ~ q(z_s|z_t,x) then z_s ~ q(z_s|x): checked on exact moments."""
+    proc = GaussianForward(schedule)
+    x = torch.tensor([[0.7]], dtype=torch.float64)
+    is_discrete = hasattr(schedule, "T")
+    t, s = (torch.tensor([600]), torch.tensor([250])) if is_discrete else (torch.tensor([0.6]), torch.tensor([0.25]))
+    # z_s = mean(z_t) + sqrt(var) n, mean affine in z_t: mean = a + b z_t.
+    a, var = proc.posterior(x, torch.zeros_like(x), t, s)
+    b = proc.posterior(x, torch.ones_like(x), t, s)[0] - a
+    m_t, std_t = proc.marginal(x, t)
+    m_s, std_s = proc.marginal(x, s)
+    torch.testing.assert_close(a + b * m_t, m_s)
+    torch.testing.assert_close(b**2 * std_t**2 + var, std_s**2)
+
+
+def test_ddpm_is_ndm_with_identity_transform():
+    """NeuralForward with F(x,t) = x gives exactly GaussianForward's marginals and posteriors."""
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t):
+            return torch.zeros_like(x)
+
+    sched = discrete_schedule("cosine", 100)
+    ddpm, ndm = GaussianForward(sched), NeuralForward(sched, Zero())
+    g = torch.Generator().manual_seed(1)
+    x, z = torch.randn(8, 3, generator=g), torch.randn(8, 3, generator=g)
+    t = torch.randint(2, 101, (8,), generator=g)
+    s = (t * torch.rand(8, generator=g)).long()
+    for a, b in zip(ddpm.posterior(x, z, t, s), ndm.posterior(x, z, t, s)):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(ddpm.marginal(x, t), ndm.marginal(x, t)):
+        torch.testing.assert_close(a, b)
+
+
+def test_neural_forward_is_the_identity_at_time_zero():
+    sched = continuous_schedule("cosine")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3)
+
+        def forward(self, x, t):
+            return self.lin(torch.cat([x, t[:, None]], 1))
+
+    proc = NeuralForward(sched, Net())
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(proc.transform(x, torch.zeros(5)), x)
+    assert not torch.allclose(proc.transform(x, torch.full((5,), 0.5)), x)
+
+
+def test_posterior_at_s_zero_returns_the_data():
+    proc = GaussianForward(discrete_schedule("cosine", 50))
+    x, z = torch.randn(4, 2), torch.randn(4, 2)
+    mean, var = proc.posterior(x, z, torch.full((4,), 17), torch.zeros(4, dtype=torch.long))
+    torch.testing.assert_close(mean, x)
+    assert (var == 0).all()
