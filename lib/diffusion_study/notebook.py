@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -170,9 +171,11 @@ def execute(
         failed = Path(failed_dir) / src.name
         failed.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(running, failed)
+        trace = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(exc.traceback or []))
         raise NotebookFailed(
             f"{src}: cell {exc.cell_index} (execution count {exc.exec_count}) raised "
-            f"{exc.ename}: {exc.evalue}\n  the executed notebook with its traceback: {failed}"
+            f"{exc.ename}: {exc.evalue}\n{trace}\n"
+            f"the executed notebook with its traceback: {failed}"
         ) from None
     except BaseException:
         running.unlink(missing_ok=True)
