@@ -11,6 +11,7 @@ from diffusion_study.objectives import (
     DiscretizedGaussianDecoder,
     GaussianDecoder,
     diffusion_kl,
+    eps_kl_weights,
     gaussian_kl,
     simple_loss,
     vlb_terms,
@@ -130,3 +131,15 @@ def test_simple_loss_of_the_optimal_predictor_is_the_mean_alpha_bar():
     loss = simple_loss(optimal_eps, proc, x, generator=g)
     expected = sched.alpha_bar[1:].mean().item()
     assert loss.mean().item() == pytest.approx(expected, abs=4 * loss.std().item() / math.sqrt(x.shape[0]))
+
+
+def test_eps_kl_weights_match_the_kl_of_a_unit_eps_error():
+    sched = discrete_schedule("cosine", 50)
+    proc = GaussianForward(sched)
+    w = eps_kl_weights(sched)
+    x, noise = torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64)
+    for t in (2, 25, 50):
+        tt = torch.tensor([t])
+        alpha, sigma = sched.alpha(tt), sched.sigma(tt)
+        kl = diffusion_kl(lambda z, _: (z - sigma * (noise + 1)) / alpha, proc, x, tt, noise)
+        assert kl.item() == pytest.approx(w[t].item(), rel=1e-9)

@@ -122,3 +122,16 @@ def test_posterior_at_s_zero_returns_the_data():
     mean, var = proc.posterior(x, z, torch.full((4,), 17), torch.zeros(4, dtype=torch.long))
     torch.testing.assert_close(mean, x)
     assert (var == 0).all()
+
+
+def test_mutual_information_of_a_gaussian_matches_its_closed_form():
+    """For x ~ N(0, s^2 I_D): I(x; alpha x + sigma eps) = D/2 log(1 + alpha^2 s^2 / sigma^2)."""
+    from diffusion_study.data import GaussianMixture
+
+    s2 = 0.3
+    gauss = GaussianMixture(torch.ones(1, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64),
+                            s2 * torch.eye(2, dtype=torch.float64)[None])
+    for alpha, sigma in [(0.99, math.sqrt(1 - 0.99**2)), (0.5, math.sqrt(0.75))]:
+        mi, se = gauss.mutual_information(alpha, sigma, n=50_000, generator=torch.Generator().manual_seed(0))
+        exact = math.log(1 + alpha**2 * s2 / sigma**2)
+        assert abs(mi - exact) < 4 * se + 1e-9

@@ -105,6 +105,18 @@ class GaussianMixture:
 
         return x0_hat
 
+    def mutual_information(self, alpha: float, sigma: float, n: int = 20_000, generator=None) -> tuple[float, float]:
+        """I(x; z) for z = alpha x + sigma eps, in nats, by Monte Carlo with exact densities: (estimate, std error).
+
+        I = E[log q(z | x) - log q(z)]: how much of the data survives at this noise level.
+        """
+        x = self.sample(n, generator).double()
+        eps = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        z = alpha * x + sigma * eps
+        log_cond = -0.5 * (eps**2).sum(1) - self.dim * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
+        pointwise = log_cond - self.log_prob(z, alpha, sigma)
+        return float(pointwise.mean()), float(pointwise.std() / math.sqrt(n))
+
     def optimal_eps(self, z: Tensor, alpha, sigma) -> Tensor:
         """E[eps | z] = -sigma grad log q(z), [N, D] float64."""
         sigma_ = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1, 1)

@@ -194,3 +194,17 @@ def vlb_terms(denoiser, process, x: Tensor, *, decoder, variance: str = "posteri
 def nats_to_bits_per_dim(nats: Tensor, dims: int) -> Tensor:
     """Convert nats per example to bits per dimension: nats / (D ln 2)."""
     return nats / (dims * math.log(2))
+
+
+def eps_kl_weights(schedule: DiscreteSchedule, variance: str = "posterior") -> Tensor:
+    """w_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)), so KL_t = w_t ||eps - eps_hat||^2; [T + 1] float64.
+
+    L_simple weights every t equally: it is the bound reweighted by 1 / w_t (chapter 1).
+    Entries t < 2 (decoder and data) are 0.
+    """
+    choose("reverse variance", variance, REVERSE_VARIANCES)
+    sigma2 = schedule.posterior_variance if variance == "posterior" else schedule.beta
+    w = torch.zeros(schedule.T + 1, dtype=torch.float64)
+    t = slice(2, None)
+    w[t] = schedule.beta[t] ** 2 / (2 * sigma2[t] * schedule.alphas[t] * schedule.one_minus_alpha_bar[t])
+    return w
