@@ -40,7 +40,7 @@ $(MATHJAX):
 	@command -v npm >/dev/null || { echo "npm is needed to fetch MathJax: apt-get install npm"; exit 1; }
 	tmp=$$(mktemp -d) && \
 	npm install --prefix "$$tmp" --no-save --no-audit --no-fund --loglevel=error mathjax@$(MATHJAX_VERSION) && \
-	rm -rf book/_static/mathjax && cp -r "$$tmp/node_modules/mathjax/es5" book/_static/mathjax && \
+	rm -rf book/_static/mathjax && mkdir -p book/_static && cp -r "$$tmp/node_modules/mathjax/es5" book/_static/mathjax && \
 	rm -rf "$$tmp"
 
 ifeq ($(PROFILE),cpu)
