@@ -71,7 +71,7 @@ run: $(STAMP)
 	echo "executed notebook, figures and results: $$dir/"
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $$(test "$$(id -u)" = 0 && echo --allow-root)
 
 browser-deps:
 	$$(test "$$(id -u)" = 0 || echo sudo) apt-get install -y chromium chromium-driver
