@@ -59,9 +59,9 @@ class TimeMLP(nn.Module):
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, time_dim: int = 32,
                  activation: str = "relu"):
         super().__init__()
-        self.dim, self.hidden, self.depth = positive_int("dim", dim), hidden, depth
-        self.time_dim, self.activation = time_dim, choose("activation", activation, ACTIVATIONS)
-        positive_int("hidden", hidden), positive_int("depth", depth), positive_int("time_dim", time_dim)
+        self.dim, self.hidden = positive_int("dim", dim), positive_int("hidden", hidden)
+        self.depth, self.time_dim = positive_int("depth", depth), positive_int("time_dim", time_dim)
+        self.activation = choose("activation", activation, ACTIVATIONS)
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in _widths(dim, hidden, depth, time_dim))
         self.act = ACTIVATIONS[activation]()
 
@@ -86,10 +86,10 @@ class EnsembleMLP(nn.Module):
     def __init__(self, G: int, dim: int, hidden: int = 128, depth: int = 3, time_dim: int = 32,
                  activation: str = "relu", generator: torch.Generator | None = None):
         super().__init__()
-        self.members, self.dim, self.hidden = positive_int("G", G), positive_int("dim", dim), hidden
+        self.members = positive_int("G", G)  # train() draws [G, B] batches for models with `members`
+        self.dim, self.hidden = positive_int("dim", dim), positive_int("hidden", hidden)
         self.depth, self.time_dim = positive_int("depth", depth), positive_int("time_dim", time_dim)
         self.activation = choose("activation", activation, ACTIVATIONS)
-        positive_int("hidden", hidden)
         self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
         for fan_in, fan_out in _widths(dim, hidden, depth, time_dim):
             # nn.Linear's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
