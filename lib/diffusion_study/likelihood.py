@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import rng
 from .objectives import VLBTerms, nats_to_bits_per_dim, reverse_variance, vlb_terms
 from .schedules import coefficient
 from .validation import positive_int
@@ -84,7 +85,7 @@ def elbo_monte_carlo(denoiser, process, x: Tensor, *, decoder, variance: str = "
     for t in range(1, T + 1):
         beta = coefficient(sched.beta[t].reshape(1), x)
         mean = (1 - beta).sqrt() * zs[-1]
-        z = mean + beta.sqrt() * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        z = mean + beta.sqrt() * rng.randn(x.shape, x, generator)
         log_q = log_q + log_normal(z, mean, beta)
         zs.append(z)
     log_p = log_normal(zs[T], torch.zeros_like(x), torch.ones_like(x))

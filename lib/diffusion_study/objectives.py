@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from . import rng
 from .predictions import target
 from .schedules import DiscreteSchedule, coefficient
 from .validation import choose, positive_int
@@ -35,11 +36,11 @@ def _event_dims(x: Tensor, event_dims: int | None) -> int:
     return x.ndim - 1 if event_dims is None else event_dims
 
 
-def sample_time(schedule, shape, generator=None, device=None) -> Tensor:
-    """t ~ U{1..T} for a discrete schedule, U(0, 1] for a continuous one; shape `shape`."""
+def sample_time(schedule, shape, like: Tensor, generator=None) -> Tensor:
+    """t ~ U{1..T} for a discrete schedule, U(0, 1] for a continuous one; shape `shape`, on `like`'s device."""
     if isinstance(schedule, DiscreteSchedule):
-        return torch.randint(1, schedule.T + 1, shape, generator=generator, device=device)
-    return 1 - torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
+        return rng.randint(1, schedule.T + 1, shape, like, generator)
+    return 1 - rng.rand(shape, like, generator)
 
 
 def simple_loss(net, process, x: Tensor, *, prediction: str = "eps", generator=None,
@@ -52,8 +53,8 @@ def simple_loss(net, process, x: Tensor, *, prediction: str = "eps", generator=N
     event_dims = _event_dims(x, event_dims)
     batch_shape = x.shape[: x.ndim - event_dims]
     sched = process.schedule
-    t = sample_time(sched, batch_shape, generator)
-    eps = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    t = sample_time(sched, batch_shape, x, generator)
+    eps = rng.randn(x.shape, x, generator)
     z = process.sample(x, t, eps)
     alpha, sigma = coefficient(sched.alpha(t), x), coefficient(sched.sigma(t), x)
     out = net(z, sched.time(t))
@@ -126,7 +127,7 @@ class VLBTerms(NamedTuple):
 def prior_kl(process, x: Tensor, event_dims: int | None = None) -> Tensor:
     """KL(q(z_T | x) || N(0, I)) summed over the event dims; [B]."""
     event_dims = _event_dims(x, event_dims)
-    T = torch.full(x.shape[: x.ndim - event_dims], process.schedule.T)
+    T = torch.full(x.shape[: x.ndim - event_dims], process.schedule.T, device=x.device)
     mean, std = process.marginal(x, T)
     kl = gaussian_kl(mean, (std**2).expand_as(x), torch.zeros_like(x), torch.ones_like(x))
     return _sum_event(kl, event_dims)
@@ -137,7 +138,7 @@ def reverse_variance(process, t: Tensor, like: Tensor, kind: str) -> Tensor:
     choose("reverse variance", kind, REVERSE_VARIANCES)
     sched = process.schedule
     table = sched.posterior_variance if kind == "posterior" else sched.beta
-    return coefficient(table[t.long().cpu()], like)
+    return coefficient(table[t.long().cpu()], like)  # coefficient moves it to like's device
 
 
 def diffusion_kl(denoiser, process, x: Tensor, t: Tensor, noise: Tensor, *,
@@ -154,7 +155,7 @@ def diffusion_kl(denoiser, process, x: Tensor, t: Tensor, noise: Tensor, *,
 def decoder_nll(denoiser, process, x: Tensor, decoder, noise: Tensor, event_dims: int | None = None) -> Tensor:
     """-log p(x | z_1), z_1 = sample(x, 1, noise); decoder mean x0_hat(z_1, 1), std sqrt(beta_1). [B]."""
     event_dims = _event_dims(x, event_dims)
-    one = torch.ones(x.shape[: x.ndim - event_dims], dtype=torch.long)
+    one = torch.ones(x.shape[: x.ndim - event_dims], dtype=torch.long, device=x.device)
     z_1 = process.sample(x, one, noise)
     mean, _ = process.posterior(denoiser(z_1, one), z_1, one, one - 1)
     std = coefficient(process.schedule.beta[1].sqrt().reshape(1), x)
@@ -171,14 +172,14 @@ def vlb_terms(denoiser, process, x: Tensor, *, decoder, variance: str = "posteri
     event_dims = _event_dims(x, event_dims)
     T = process.schedule.T
     batch_shape = x.shape[: x.ndim - event_dims]
-    noise = lambda: torch.randn(x.shape, generator=generator, dtype=x.dtype)  # noqa: E731
-    diffusion = torch.zeros(batch_shape, dtype=x.dtype)
+    noise = lambda: rng.randn(x.shape, x, generator)  # noqa: E731
+    diffusion = torch.zeros(batch_shape, dtype=x.dtype, device=x.device)
     if T >= 2:
         if n_timesteps is None:
-            steps, scale = [torch.full(batch_shape, t) for t in range(2, T + 1)], 1.0
+            steps, scale = [torch.full(batch_shape, t, device=x.device) for t in range(2, T + 1)], 1.0
         else:
             k = positive_int("n_timesteps", n_timesteps)
-            steps = [torch.randint(2, T + 1, batch_shape, generator=generator) for _ in range(k)]
+            steps = [rng.randint(2, T + 1, batch_shape, x, generator) for _ in range(k)]
             scale = (T - 1) / k
         for t in steps:
             diffusion = diffusion + diffusion_kl(denoiser, process, x, t, noise(), variance=variance,

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import rng
 from .schedules import DiscreteSchedule
 from .validation import positive_int, probability
 
@@ -41,9 +42,9 @@ def ddim_sample(denoiser, process, x_T: Tensor, *, steps: int | None = None, eta
     batch = x_T.shape[:1]
     z, path = x_T, [x_T]
     for t, s in tqdm(list(zip(grid[:-1], grid[1:])), desc="sampling", disable=not progress):
-        tt, ss = t.expand(batch), s.expand(batch)
+        tt, ss = t.to(x_T.device).expand(batch), s.to(x_T.device).expand(batch)
         mean, var = process.posterior(denoiser(z, tt), z, tt, ss, eta=eta)
-        z = mean + var.sqrt() * torch.randn(z.shape, generator=generator, dtype=z.dtype) if eta > 0 else mean
+        z = mean + var.sqrt() * rng.randn(z.shape, z, generator) if eta > 0 else mean
         path.append(z)
     return (z, path) if return_path else z
 
