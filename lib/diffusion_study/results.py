@@ -22,7 +22,6 @@ import platform
 import re
 import socket
 import subprocess
-import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -88,7 +87,6 @@ def provenance(wall_time_s: float | None = None) -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 3),
-        "argv0": Path(sys.argv[0]).name if sys.argv else None,
     }
 
 
