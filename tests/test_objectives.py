@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from diffusion_study.data import GaussianMixture, two_gaussians
+from diffusion_study.data import gaussian, two_gaussians
 from diffusion_study.likelihood import bits_per_dim, elbo_monte_carlo
 from diffusion_study.objectives import (
     DiscretizedGaussianDecoder,
@@ -21,9 +21,7 @@ from diffusion_study.schedules import discrete_schedule
 
 
 def gaussian_data(dim=2, mean=0.5, std=0.5):
-    eye = torch.eye(dim, dtype=torch.float64)
-    return GaussianMixture(torch.ones(1, dtype=torch.float64), torch.full((1, dim), mean, dtype=torch.float64),
-                           std**2 * eye[None])
+    return gaussian([mean] * dim, std)
 
 
 def test_gaussian_kl_matches_monte_carlo():

@@ -123,6 +123,13 @@ class GaussianMixture:
         return -sigma_ * self.score(z, alpha, sigma)
 
 
+def gaussian(mean, std: float) -> GaussianMixture:
+    """N(mean, std^2 I) as a one-component mixture (its reverse process is exactly Gaussian)."""
+    mean = torch.as_tensor(mean, dtype=torch.float64).reshape(1, -1)
+    covs = std**2 * torch.eye(mean.shape[1], dtype=torch.float64)[None]
+    return GaussianMixture(torch.ones(1, dtype=torch.float64), mean, covs)
+
+
 def two_gaussians(separation: float = 4.0, std: float = 0.5, weights=(0.5, 0.5)) -> GaussianMixture:
     """The toy study's mixture of two isotropic Gaussians at (+-separation/2, 0) in 2D."""
     w = torch.tensor(weights, dtype=torch.float64)
