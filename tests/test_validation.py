@@ -48,3 +48,23 @@ def test_decoder_levels_and_time_ranges():
         discrete_schedule("cosine", 10).alpha(torch.tensor([11]))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         continuous_schedule("cosine").alpha(torch.tensor([1.5]))
+
+
+def test_toy_split_is_seeded_and_disjoint_draws():
+    from diffusion_study.data import toy_split
+
+    a_train, a_test = toy_split("two_moons", 500, 100, seed=3)
+    b_train, b_test = toy_split("two_moons", 500, 100, seed=3)
+    assert torch.equal(a_train, b_train) and torch.equal(a_test, b_test)
+    assert a_train.shape == (500, 2) and a_test.shape == (100, 2)
+    assert not torch.equal(a_train[:100], a_test)
+
+
+def test_checkerboard_points_lie_on_dark_squares_only():
+    from diffusion_study.data import checkerboard
+
+    x = checkerboard(5000, torch.Generator().manual_seed(0), squares=4, scale=2.0)
+    cells = torch.floor((x + 2.0) / 1.0).long()
+    assert ((cells >= 0) & (cells < 4)).all()
+    assert ((cells[:, 0] + cells[:, 1]) % 2 == 0).all()
+    assert len({tuple(c) for c in cells.tolist()}) == 8  # all 8 dark squares are used

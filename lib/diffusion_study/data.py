@@ -160,9 +160,15 @@ def two_moons(n: int, generator=None, noise: float = 0.1) -> Tensor:
 
 
 def toy_dataset(name: str, n: int, generator=None) -> Tensor:
-    """n training points of a toy distribution by name: 'two_gaussians', 'checkerboard', 'two_moons'."""
+    """n points [n, 2] of a toy distribution by name: 'two_gaussians', 'checkerboard', 'two_moons'."""
     choose("dataset", name, TOY_DATASETS)
     if name == "two_gaussians":
         return two_gaussians().sample(n, generator)
     return {"checkerboard": checkerboard, "two_moons": two_moons}[name](n, generator)
+
+
+def toy_split(name: str, n_train: int, n_test: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Independent train [n_train, 2] and test [n_test, 2] draws of a toy distribution, a function of `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    return toy_dataset(name, n_train, generator), toy_dataset(name, n_test, generator)
 

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from . import rng
 from .schedules import DiscreteSchedule
-from .validation import positive_int, probability
+from .validation import choose, positive_int, probability
 
 
 def time_grid(schedule, steps: int) -> Tensor:
@@ -61,6 +61,4 @@ SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample}
 
 def get_sampler(name: str):
     """A sampler by name: 'ddpm' or 'ddim' (same signature)."""
-    from .validation import choose
-
     return SAMPLERS[choose("sampler", name, SAMPLERS)]
