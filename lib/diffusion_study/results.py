@@ -69,8 +69,8 @@ def provenance(wall_time_s: float | None = None) -> dict[str, Any]:
     import torch
 
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    dirty_files = [line[3:] for line in status.splitlines()] if status else []
+    changed = _git("diff", "--name-only", "HEAD")  # tracked files that differ from the commit
+    dirty_files = changed.splitlines() if changed else []
     if torch.cuda.is_available():
         device = f"cuda ({torch.cuda.get_device_name(0)})"
     else:
