@@ -13,3 +13,10 @@ def test_completing_the_square_gives_the_ddpm_posterior():
 def test_eps_form_weight():
     derived, stated = sym.eps_form_kl_weight()
     assert sym.is_zero(derived - stated)
+
+
+def test_posterior_mean_coefficients_are_ddpms():
+    mean, _ = sym.posterior_by_completing_the_square()
+    c_x0, c_xt = sym.affine_coefficients(mean)
+    ref_x0, ref_xt = sym.affine_coefficients(sym.ddpm_posterior_closed_form()[0])
+    assert sym.is_zero(c_x0 - ref_x0) and sym.is_zero(c_xt - ref_xt)

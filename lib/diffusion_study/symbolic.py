@@ -9,7 +9,8 @@ from __future__ import annotations
 import sympy as sp
 
 # Positive symbols so that sqrt and log simplify: beta_t, alpha_bar_{t-1} in (0, 1).
-beta, abar_prev = sp.symbols("beta_t bar_alpha_{t-1}", positive=True)
+beta = sp.Symbol(r"\beta_t", positive=True)
+abar_prev = sp.Symbol(r"\bar{\alpha}_{t-1}", positive=True)
 x0, xt, x = sp.symbols("x_0 x_t x_{t-1}", real=True)
 alpha = 1 - beta
 abar = alpha * abar_prev
@@ -41,13 +42,19 @@ def eps_form_kl_weight() -> tuple[sp.Expr, sp.Expr]:
     Derived from ||mu~(x0) - mu~(x0_hat)||^2 / (2 sigma^2) with x0 = (x_t - sqrt(1-abar) eps)/sqrt(abar);
     stated: beta^2 / (2 sigma^2 alpha (1 - abar)).
     """
-    eps, eps_hat, sigma2 = sp.symbols("epsilon hat_epsilon sigma_t^2", positive=True)
+    eps, eps_hat = sp.Symbol(r"\epsilon", positive=True), sp.Symbol(r"\hat{\epsilon}", positive=True)
+    sigma2 = sp.Symbol(r"\sigma_t^2", positive=True)
     mean, _ = ddpm_posterior_closed_form()
     x0_of = lambda e: (xt - sp.sqrt(1 - abar) * e) / sp.sqrt(abar)  # noqa: E731
     diff = mean.subs(x0, x0_of(eps)) - mean.subs(x0, x0_of(eps_hat))
     derived = sp.simplify(diff**2 / (2 * sigma2) / (eps - eps_hat) ** 2)
     stated = beta**2 / (2 * sigma2 * alpha * (1 - abar))
     return derived, stated
+
+
+def affine_coefficients(mean: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    """(coefficient of x_0, coefficient of x_t) of a posterior mean that is affine in both, factored."""
+    return sp.factor(sp.diff(mean, x0)), sp.factor(sp.diff(mean, xt))
 
 
 def is_zero(expr: sp.Expr) -> bool:
