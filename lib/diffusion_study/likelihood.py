@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from . import rng
-from .objectives import VLBTerms, nats_to_bits_per_dim, reverse_variance, vlb_terms
+from .objectives import VLBTerms, decoder_nll_at, nats_to_bits_per_dim, reverse_mean, reverse_variance, vlb_terms
 from .schedules import coefficient
 from .validation import positive_int
 
@@ -91,11 +91,8 @@ def elbo_monte_carlo(denoiser, process, x: Tensor, *, decoder, variance: str = "
     log_p = log_normal(zs[T], torch.zeros_like(x), torch.ones_like(x))
     for t in range(2, T + 1):
         tt = torch.full((B,), t)
-        mean_p, _ = process.posterior(denoiser(zs[t], tt), zs[t], tt, tt - 1)
+        mean_p = reverse_mean(denoiser, process, zs[t], tt)
         log_p = log_p + log_normal(zs[t - 1], mean_p, reverse_variance(process, tt, x, variance))
-    one = torch.ones(B, dtype=torch.long)
-    dec_mean, _ = process.posterior(denoiser(zs[1], one), zs[1], one, one - 1)
-    dec_std = coefficient(sched.beta[1].sqrt().reshape(1), x)
-    log_p = log_p - decoder.nll(x, dec_mean, dec_std, x.ndim - 1)
+    log_p = log_p - decoder_nll_at(denoiser, process, x, zs[1], decoder, x.ndim - 1)
     return -(log_p - log_q)
 

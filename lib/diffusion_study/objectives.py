@@ -147,7 +147,7 @@ def diffusion_kl(denoiser, process, x: Tensor, t: Tensor, noise: Tensor, *,
     event_dims = _event_dims(x, event_dims)
     z_t = process.sample(x, t, noise)
     mean_q, var_q = process.posterior(x, z_t, t, t - 1)
-    mean_p, _ = process.posterior(denoiser(z_t, t), z_t, t, t - 1)
+    mean_p = reverse_mean(denoiser, process, z_t, t)
     var_p = reverse_variance(process, t, x, variance)
     return _sum_event(gaussian_kl(mean_q, var_q.expand_as(x), mean_p, var_p.expand_as(x)), event_dims)
 
@@ -156,10 +156,19 @@ def decoder_nll(denoiser, process, x: Tensor, decoder, noise: Tensor, event_dims
     """-log p(x | z_1), z_1 = sample(x, 1, noise); decoder mean x0_hat(z_1, 1), std sqrt(beta_1). [B]."""
     event_dims = _event_dims(x, event_dims)
     one = torch.ones(x.shape[: x.ndim - event_dims], dtype=torch.long, device=x.device)
-    z_1 = process.sample(x, one, noise)
-    mean, _ = process.posterior(denoiser(z_1, one), z_1, one, one - 1)
+    return decoder_nll_at(denoiser, process, x, process.sample(x, one, noise), decoder, event_dims)
+
+
+def reverse_mean(denoiser, process, z_t: Tensor, t: Tensor) -> Tensor:
+    """Mean of p(z_{t-1} | z_t) = q(z_{t-1} | z_t, x = x0_hat(z_t, t)); shaped like z_t."""
+    return process.posterior(denoiser(z_t, t), z_t, t, t - 1)[0]
+
+
+def decoder_nll_at(denoiser, process, x: Tensor, z_1: Tensor, decoder, event_dims: int) -> Tensor:
+    """-log p(x | z_1) for a given z_1: decoder mean x0_hat(z_1, 1) (F(x0_hat, 0)), std sqrt(beta_1); [B]."""
+    one = torch.ones(x.shape[: x.ndim - event_dims], dtype=torch.long, device=x.device)
     std = coefficient(process.schedule.beta[1].sqrt().reshape(1), x)
-    return decoder.nll(x, mean, std, event_dims)
+    return decoder.nll(x, reverse_mean(denoiser, process, z_1, one), std, event_dims)
 
 
 def vlb_terms(denoiser, process, x: Tensor, *, decoder, variance: str = "posterior", n_timesteps: int | None = None,
