@@ -1,4 +1,4 @@
-"""eps / x0 / v / score predictions are one quantity in four coordinates."""
+"""eps / x0 / v / score / prev predictions are one quantity in five coordinates."""
 
 import pytest
 import torch
@@ -16,7 +16,8 @@ def test_conversions_invert_each_other(kind, log_snr, seed):
     lam = torch.tensor(log_snr, dtype=torch.float64)
     alpha, sigma = torch.sigmoid(lam).sqrt(), torch.sigmoid(-lam).sqrt()
     z = alpha * x0 + sigma * eps
-    x0_back, eps_back = to_x0_eps(kind, target(kind, x0, eps, alpha, sigma), z, alpha, sigma)
+    step = (torch.tensor(0.7, dtype=torch.float64), torch.tensor(0.4, dtype=torch.float64))  # 'prev': (x_coef, noise)
+    x0_back, eps_back = to_x0_eps(kind, target(kind, x0, eps, alpha, sigma, step), z, alpha, sigma, step)
     torch.testing.assert_close(x0_back, x0, rtol=1e-9, atol=1e-9 / min(alpha.item(), sigma.item()))
     torch.testing.assert_close(eps_back, eps, rtol=1e-9, atol=1e-9 / min(alpha.item(), sigma.item()))
 
@@ -32,5 +33,5 @@ def test_score_target_is_the_gradient_of_the_conditional_log_density():
 
 
 def test_unknown_prediction_names_the_choices():
-    with pytest.raises(ValueError, match="'eps', 'x0', 'v', 'score'"):
+    with pytest.raises(ValueError, match="'eps', 'x0', 'v', 'score', 'prev'"):
         target("noise", torch.zeros(1), torch.zeros(1), 1.0, 1.0)

@@ -69,7 +69,7 @@ def test_posterior_keeps_the_marginals(schedule):
     """If z_t ~ q(z_t|x) and z_s ~ q(z_s|z_t,x) then z_s ~ q(z_s|x): checked on exact moments."""
     proc = GaussianForward(schedule)
     x = torch.tensor([[0.7]], dtype=torch.float64)
-    is_discrete = hasattr(schedule, "T")
+    is_discrete = schedule.T is not None
     t, s = (torch.tensor([600]), torch.tensor([250])) if is_discrete else (torch.tensor([0.6]), torch.tensor([0.25]))
     # z_s = mean(z_t) + sqrt(var) n, mean affine in z_t: mean = a + b z_t.
     a, var = proc.posterior(x, torch.zeros_like(x), t, s)

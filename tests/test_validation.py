@@ -32,7 +32,7 @@ def test_unknown_prediction_and_variance():
     with pytest.raises(ValueError, match="unknown prediction 'noise'"):
         Denoiser(torch.nn.Identity(), proc, prediction="noise")
     with pytest.raises(ValueError, match="'posterior', 'beta'"):
-        reverse_variance(proc, torch.tensor([2]), torch.zeros(1, 2), "learned")
+        reverse_variance(proc, torch.tensor([1]), torch.tensor([2]), "learned")
 
 
 def test_ndm_needs_x0_prediction():
@@ -44,10 +44,14 @@ def test_ndm_needs_x0_prediction():
 def test_decoder_levels_and_time_ranges():
     with pytest.raises(ValueError):
         DiscretizedGaussianDecoder(1)
-    with pytest.raises(ValueError, match="out of range"):
-        discrete_schedule("cosine", 10).alpha(torch.tensor([11]))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        continuous_schedule("cosine").alpha(torch.tensor([1.5]))
+        discrete_schedule("cosine", 10).check_times(torch.tensor([11]))
+    with pytest.raises(ValueError, match="grid"):
+        discrete_schedule("cosine", 10).check_times(torch.tensor([0.55]))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        continuous_schedule("cosine").check_times(torch.tensor([1.5]))
+    with pytest.raises(TypeError, match="float times"):
+        continuous_schedule("cosine").alpha(torch.tensor([1]))
 
 
 def test_toy_split_is_seeded_and_disjoint_draws():

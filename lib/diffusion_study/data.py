@@ -97,13 +97,20 @@ class GaussianMixture:
         return (r.unsqueeze(-1) * comp).sum(1)
 
     def denoiser(self, process):
-        """The Bayes-optimal x0_hat(z_t, t) = E[x_0 | z_t] for a Gaussian forward process (a callable)."""
+        """The Bayes-optimal x0_hat(z_t, t) = E[x_0 | z_t] for a Gaussian forward process, as an `Oracle`.
+
+        z: [*batch, D]; t: 0-dim or of the batch shape; returns [*batch, D] in z's dtype.
+        """
+        from .denoiser import Oracle
 
         def x0_hat(z: Tensor, t: Tensor) -> Tensor:
-            alpha, sigma = process.schedule.alpha(t), process.schedule.sigma(t)
-            return self.posterior_mean(z, alpha, sigma).to(z.dtype)
+            batch = z.shape[:-1]
+            alpha = process.alpha(t).expand(batch).reshape(-1)
+            sigma = process.sigma(t).expand(batch).reshape(-1)
+            flat = self.posterior_mean(z.reshape(-1, self.dim), alpha.cpu(), sigma.cpu())
+            return flat.reshape(z.shape).to(z)
 
-        return x0_hat
+        return Oracle(x0_hat, process)
 
     def mutual_information(self, alpha: float, sigma: float, n: int = 20_000, generator=None) -> tuple[float, float]:
         """I(x; z) for z = alpha x + sigma eps, in nats, by Monte Carlo with exact densities: (estimate, std error).

@@ -1,45 +1,111 @@
-"""A network wrapped as a denoiser x0_hat(z_t, t): the one callable samplers and bounds use."""
+"""The model: a network together with what it predicts, declared once (k-diffusion's `Denoiser`).
+
+Every sampler, bound and loss calls a model `model(z, t, y=None) -> x0_hat` that carries its
+forward process (`model.process`). `Denoiser` wraps a trained network; `Oracle` wraps an exact
+function (e.g. `GaussianMixture.denoiser`). The prediction target lives on the `Denoiser`
+alone: `objectives.simple_loss(denoiser, x)` trains for it and every sampler reads it, so a
+network cannot be trained for one target and sampled as another (chapter 2 compares targets).
+"""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from .predictions import PREDICTIONS, to_x0_eps
-from .processes import GaussianForward
+from .predictions import PREDICTIONS, to_eps, to_x0
+from .processes import NeuralForward
 from .schedules import coefficient
 from .validation import choose
 
+_BOUND = "_diffusion_prediction"  # attribute a wrapped network keeps: the target it was declared for
+
 
 class Denoiser(nn.Module):
-    """x0_hat(z, t) from a network `net(z, time) -> [B, ...]` that predicts `prediction`.
+    """x0_hat(z, t, y) from a network `net(z, time[, y]) -> like z` that predicts `prediction`.
 
-    z: [B, ...] (or [G, B, ...] for an ensemble), t: the schedule's time index, shape z.shape[:-event].
-    `clip` = (low, high) clamps x0_hat, e.g. (-1, 1) for images (chapter 3: without it the
-    eps-parameterised mean explodes at the last cosine step, where alpha_T ~ 0).
-    A `NeuralForward` process needs prediction 'x0': x0 cannot be read off z when F is not
-    the identity.
+    z: [*batch, *event] with event_dims = `net.event_dims` (default z.ndim - 1), so an
+    `EnsembleMLP` takes [G, B, D]; t: 0-dim (one time for all) or of the batch shape; y:
+    optional labels of the batch shape. `clip` = (low, high) clamps x0_hat (e.g. (-1, 1) for
+    images: without it the eps-parameterised mean explodes where alpha_t ~ 0).
+    Valid pairs: `NeuralForward` needs 'x0' (x0 cannot be read off z when F is not the
+    identity); `NoiseFreeForward` needs 'x0' or 'prev' (there is no noise to predict);
+    'prev' (z_{t - 1/T}) needs a discrete schedule, whose step 1/T it predicts.
     """
 
     def __init__(self, net: nn.Module, process, prediction: str = "eps", clip: tuple[float, float] | None = None):
         super().__init__()
         choose("prediction", prediction, PREDICTIONS)
-        if not isinstance(process, GaussianForward) and prediction != "x0":
-            raise ValueError(f"{type(process).__name__} needs prediction 'x0', got {prediction!r}")
+        _check_pairing(process, prediction)
+        declared = getattr(net, _BOUND, prediction)
+        if declared != prediction:
+            raise ValueError(f"this network was declared to predict {declared!r}; wrapping it as {prediction!r} "
+                             "would read its outputs as the wrong quantity")
+        object.__setattr__(net, _BOUND, prediction)
         self.net, self.process, self.prediction, self.clip = net, process, prediction, clip
+        self.event_dims = getattr(net, "event_dims", None)
+        self.null_label = getattr(net, "null_label", None)
+        self.step = 1.0 / process.schedule.T if prediction == "prev" else None
 
-    def predict(self, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """(x0_hat, eps_hat), both shaped like z; x0_hat clipped when `clip` is set."""
-        sched = self.process.schedule
-        t = torch.as_tensor(t, device=z.device)
-        out = self.net(z, sched.time(t).to(z.device))
+    def extra_repr(self) -> str:
+        return f"prediction={self.prediction!r}, clip={self.clip}"
+
+    # The target travels with the weights: a checkpoint of one target does not load into another.
+    def get_extra_state(self) -> dict:
+        return {"prediction": self.prediction}
+
+    def set_extra_state(self, state: dict) -> None:
+        if state.get("prediction") != self.prediction:
+            raise ValueError(f"checkpoint of a {state.get('prediction')!r}-predicting model cannot be loaded "
+                             f"into a Denoiser that predicts {self.prediction!r}")
+
+    def batch_shape(self, z: Tensor) -> tuple[int, ...]:
+        """The leading (batch) dims of z: all but the network's event dims."""
+        return tuple(z.shape[: z.ndim - (self.event_dims or z.ndim - 1)])
+
+    def output(self, z: Tensor, t, y: Tensor | None = None) -> Tensor:
+        """The raw network output at (z, t), shaped like z."""
+        time = self.process.schedule.time(t).to(z.device).expand(self.batch_shape(z))
+        out = self.net(z, time) if y is None else self.net(z, time, y)
         assert out.shape == z.shape, f"network output {tuple(out.shape)} != input {tuple(z.shape)}"
-        alpha, sigma = coefficient(sched.alpha(t), z), coefficient(sched.sigma(t), z)
-        x0, eps = to_x0_eps(self.prediction, out, z, alpha, sigma)
-        if self.clip is not None:
-            x0 = x0.clamp(*self.clip)
-            eps = (z - alpha * x0) / sigma
-        return x0, eps
+        return out
 
-    def forward(self, z: Tensor, t: Tensor) -> Tensor:
-        return self.predict(z, t)[0]
+    def scales(self, t, like: Tensor):
+        """(alpha_t, sigma_t, step) cast to `like` for the conversions in `predictions`."""
+        p = self.process
+        alpha, sigma = coefficient(p.alpha(t), like), coefficient(p.sigma(t), like)
+        step = None
+        if self.prediction == "prev":
+            c = p.step_coefficients(p.schedule.to_time(t) - self.step, t)
+            step = (coefficient(c.x_coef, like), coefficient(c.noise, like))
+        return alpha, sigma, step
+
+    def forward(self, z: Tensor, t, y: Tensor | None = None) -> Tensor:
+        """x0_hat(z, t), shaped like z (clipped when `clip` is set)."""
+        x0 = to_x0(self.prediction, self.output(z, t, y), z, *self.scales(t, z))
+        return x0.clamp(*self.clip) if self.clip is not None else x0
+
+    def eps(self, z: Tensor, t, y: Tensor | None = None) -> Tensor:
+        """eps_hat(z, t) = (z - alpha_t F(x0_hat, t)) / sigma_t, shaped like z (read directly when unclipped)."""
+        alpha, sigma, step = self.scales(t, z)
+        if self.clip is None and not isinstance(self.process, NeuralForward):
+            return to_eps(self.prediction, self.output(z, t, y), z, alpha, sigma, step)
+        return (z - alpha * self.process.transform(self(z, t, y), t)) / sigma
+
+
+def _check_pairing(process, prediction: str) -> None:
+    if isinstance(process, NeuralForward) and prediction != "x0":
+        raise ValueError(f"{type(process).__name__} needs prediction 'x0', got {prediction!r}")
+    if getattr(process, "noise_free", False) and prediction not in ("x0", "prev"):
+        raise ValueError(f"{type(process).__name__} has no noise: prediction must be 'x0' or 'prev', got {prediction!r}")
+    if prediction == "prev" and process.schedule.T is None:
+        raise ValueError("prediction 'prev' (z at the previous step) needs a discrete schedule")
+
+
+class Oracle(nn.Module):
+    """An exact denoiser given as a function `fn(z, t) -> x0_hat` for the forward process `process`."""
+
+    def __init__(self, fn, process):
+        super().__init__()
+        self.fn, self.process = fn, process
+
+    def forward(self, z: Tensor, t, y: Tensor | None = None) -> Tensor:
+        return self.fn(z, t) if y is None else self.fn(z, t, y)

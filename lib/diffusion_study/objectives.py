@@ -1,15 +1,17 @@
-"""Training objectives: the simple noise loss and the full variational bound (chapter 1).
+"""Training objectives: the simple loss and the variational bound on any grid of times (chapter 1).
 
+For a descending grid 1 = t_K > ... > t_1 > t_0 = 0 (every step i / T of a discrete
+schedule, or any grid on a continuous one):
     -log p(x) <= L_prior + L_diffusion + L_decoder
-    L_prior     = KL(q(z_T|x) || N(0, I))
-    L_diffusion = sum_{t=2}^T E_q KL(q(z_{t-1}|z_t, x) || p(z_{t-1}|z_t))
-    L_decoder   = -E_q log p(x | z_1)
-with p(z_{t-1}|z_t) = q(z_{t-1}|z_t, x = x0_hat(z_t, t)) (the posterior with the denoiser's
-guess, which is DDPM's eps-parameterised mean and NDM's reverse process alike) and a
-reverse variance that is either the posterior's s~^2 ('posterior', DDPM's beta~_t) or
-sigma_{t|t-1}^2 ('beta', DDPM's beta_t). All terms are in nats per example, shape [B];
-convert with `nats_to_bits_per_dim`, or estimate a data set's
-bits/dim with `diffusion_study.likelihood.bits_per_dim`.
+    L_prior     = KL(q(z_1|x) || N(0, I))
+    L_diffusion = sum_{i=2}^K E_q KL(q(z_{t_{i-1}}|z_{t_i}, x) || p(z_{t_{i-1}}|z_{t_i}))
+    L_decoder   = -E_q log p(x | z_{t_1})
+with p(z_s|z_t) = q(z_s|z_t, x = x0_hat(z_t, t)) (the posterior with the denoiser's guess:
+DDPM's eps-parameterised mean and NDM's reverse process alike) and a reverse variance that is
+either the posterior's s~^2 ('posterior', DDPM's beta~_t) or sigma_{t|s}^2 ('beta', beta_t).
+As the grid refines, the sum tends to the continuous bound of VDM (`continuous_vlb_terms`).
+All terms are in nats per example, shape [*batch]; convert with `nats_to_bits_per_dim`, or
+estimate a data set's bits/dim with `diffusion_study.likelihood.bits_per_dim`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from torch import Tensor
 
 from . import rng
 from .predictions import target
-from .schedules import DiscreteSchedule, coefficient
+from .processes import NeuralForward
+from .schedules import coefficient
 from .validation import choose, positive_int
 
 REVERSE_VARIANCES = ("posterior", "beta")
@@ -32,34 +35,42 @@ def _sum_event(x: Tensor, event_dims: int) -> Tensor:
     return x.sum(dim=tuple(range(x.ndim - event_dims, x.ndim))) if event_dims else x
 
 
-def _event_dims(x: Tensor, event_dims: int | None) -> int:
+def event_dims_of(x: Tensor, event_dims: int | None, denoiser=None) -> int:
+    """Explicit event_dims, else the denoiser's network's, else all but the first dim."""
+    if event_dims is None:
+        event_dims = getattr(denoiser, "event_dims", None)
     return x.ndim - 1 if event_dims is None else event_dims
 
 
 def sample_time(schedule, shape, like: Tensor, generator=None) -> Tensor:
-    """t ~ U{1..T} for a discrete schedule, U(0, 1] for a continuous one; shape `shape`, on `like`'s device."""
-    if isinstance(schedule, DiscreteSchedule):
-        return rng.randint(1, schedule.T + 1, shape, like, generator)
+    """Training times of `shape` on `like`'s device, float64: t = i / T with i ~ U{1..T} for a
+    discrete schedule, t ~ U(0, 1] for a continuous one."""
+    if schedule.T is not None:
+        return rng.randint(1, schedule.T + 1, shape, like, generator).double() / schedule.T
     return 1 - rng.rand(shape, like, generator)
 
 
-def simple_loss(net, process, x: Tensor, *, prediction: str = "eps", generator=None,
-                event_dims: int | None = None) -> Tensor:
-    """L_simple (Ho et al. 2020, eq. 14) for any prediction: mean over dims of ||net(z_t, t) - target||^2.
+def simple_loss(denoiser, x: Tensor, *, y: Tensor | None = None, generator=None, p_uncond: float = 0.0) -> Tensor:
+    """L_simple (Ho et al. 2020, eq. 14) for the target the denoiser declares: mean over the event
+    dims of ||output(z_t, t) - target||^2 with t ~ `sample_time`, eps ~ N(0, I), z_t ~ q(z_t | x).
 
-    x: [B, ...] data (or [G, B, D] for an ensemble with event_dims=1); returns [B] (or [G, B]).
-    t ~ U{1..T}, eps ~ N(0, I), z_t = alpha_t x + sigma_t eps.
+    x: [*batch, *event] ([B, D], [G, B, D] for an ensemble, [B, C, H, W]); returns [*batch].
+    With labels y and p_uncond > 0 each label is replaced by the null label with probability
+    p_uncond (classifier-free guidance training).
     """
-    event_dims = _event_dims(x, event_dims)
-    batch_shape = x.shape[: x.ndim - event_dims]
-    sched = process.schedule
-    t = sample_time(sched, batch_shape, x, generator)
+    process, kind = denoiser.process, denoiser.prediction
+    batch = denoiser.batch_shape(x)
+    event_dims = x.ndim - len(batch)
+    t = sample_time(process.schedule, batch, x, generator)
     eps = rng.randn(x.shape, x, generator)
     z = process.sample(x, t, eps)
-    alpha, sigma = coefficient(sched.alpha(t), x), coefficient(sched.sigma(t), x)
-    out = net(z, sched.time(t))
-    err = (out - target(prediction, x, eps, alpha, sigma)) ** 2
-    return _sum_event(err, event_dims) / math.prod(x.shape[x.ndim - event_dims:])
+    if y is not None and p_uncond > 0:
+        drop = rng.rand(batch, x, generator) < p_uncond
+        y = torch.where(drop, torch.full_like(y, denoiser.null_label), y)
+    out = denoiser.output(z, t, y)
+    alpha, sigma, step = denoiser.scales(t, x)
+    err = (out - target(kind, x, eps, alpha, sigma, step)) ** 2
+    return _sum_event(err, event_dims) / math.prod(x.shape[len(batch):])
 
 
 # ---------------------------------------------------------------------------------------
@@ -113,7 +124,7 @@ class DiscretizedGaussianDecoder:
 
 
 class VLBTerms(NamedTuple):
-    """Per-example terms of the negative ELBO in nats, each [B]."""
+    """Per-example terms of the negative ELBO in nats, each [*batch]."""
 
     prior: Tensor
     diffusion: Tensor
@@ -124,80 +135,133 @@ class VLBTerms(NamedTuple):
         return self.prior + self.diffusion + self.decoder
 
 
-def prior_kl(process, x: Tensor, event_dims: int | None = None) -> Tensor:
-    """KL(q(z_T | x) || N(0, I)) summed over the event dims; [B]."""
-    event_dims = _event_dims(x, event_dims)
-    T = torch.full(x.shape[: x.ndim - event_dims], process.schedule.T, device=x.device)
-    mean, std = process.marginal(x, T)
+def _refuse_noise_free(process) -> None:
+    if getattr(process, "noise_free", False):
+        raise ValueError(f"the variational bound is infinite for {type(process).__name__} (sigma = 0: "
+                         "a KL between point masses); use a noisy forward process")
+
+
+def checked_grid(process, times) -> Tensor:
+    """A descending grid of times from `times` (default: every step of a discrete schedule), checked once."""
+    grid = process.schedule.grid() if times is None else process.schedule.check_times(times)
+    if grid.ndim != 1 or len(grid) < 2 or not (torch.diff(grid) < 0).all() or grid[-1] != 0:
+        raise ValueError("times must be a descending 1-D grid ending at 0, e.g. schedule.grid(steps)")
+    return grid
+
+
+def prior_kl(process, x: Tensor, event_dims: int | None = None, t=1.0) -> Tensor:
+    """KL(q(z_t | x) || N(0, I)) at the last time t (default 1), summed over the event dims; [*batch]."""
+    event_dims = event_dims_of(x, event_dims)
+    mean, std = process.marginal(x, torch.as_tensor(t, dtype=torch.float64))
     kl = gaussian_kl(mean, (std**2).expand_as(x), torch.zeros_like(x), torch.ones_like(x))
     return _sum_event(kl, event_dims)
 
 
-def reverse_variance(process, t: Tensor, like: Tensor, kind: str) -> Tensor:
-    """Variance of p(z_{t-1}|z_t): 'posterior' beta~_t or 'beta' beta_t, shaped to broadcast on `like`."""
+def reverse_variance(process, s, t, kind: str = "posterior") -> Tensor:
+    """Variance of p(z_s | z_t): 'posterior' s~^2 (DDPM's beta~_t) or 'beta' sigma_{t|s}^2 (beta_t); float64."""
     choose("reverse variance", kind, REVERSE_VARIANCES)
-    sched = process.schedule
-    table = sched.posterior_variance if kind == "posterior" else sched.beta
-    return coefficient(table[t.long().cpu()], like)  # coefficient moves it to like's device
+    c = process.step_coefficients(s, t)
+    return c.posterior_var if kind == "posterior" else c.transition_var
 
 
-def diffusion_kl(denoiser, process, x: Tensor, t: Tensor, noise: Tensor, *,
-                 variance: str = "posterior", event_dims: int | None = None) -> Tensor:
-    """KL(q(z_{t-1}|z_t, x) || p(z_{t-1}|z_t)) at z_t = sample(x, t, noise), t >= 2; [B]."""
-    event_dims = _event_dims(x, event_dims)
-    z_t = process.sample(x, t, noise)
-    mean_q, var_q = process.posterior(x, z_t, t, t - 1)
-    mean_p = reverse_mean(denoiser, process, z_t, t)
-    var_p = reverse_variance(process, t, x, variance)
-    return _sum_event(gaussian_kl(mean_q, var_q.expand_as(x), mean_p, var_p.expand_as(x)), event_dims)
+def diffusion_kl(denoiser, x: Tensor, s, t, noise: Tensor, *, variance: str = "posterior",
+                 event_dims: int | None = None, y: Tensor | None = None) -> Tensor:
+    """KL(q(z_s | z_t, x) || p(z_s | z_t)) at z_t = sample(x, t, noise), s < t; [*batch] nats.
 
-
-def decoder_nll(denoiser, process, x: Tensor, decoder, noise: Tensor, event_dims: int | None = None) -> Tensor:
-    """-log p(x | z_1), z_1 = sample(x, 1, noise); decoder mean x0_hat(z_1, 1), std sqrt(beta_1). [B]."""
-    event_dims = _event_dims(x, event_dims)
-    one = torch.ones(x.shape[: x.ndim - event_dims], dtype=torch.long, device=x.device)
-    return decoder_nll_at(denoiser, process, x, process.sample(x, one, noise), decoder, event_dims)
-
-
-def reverse_mean(denoiser, process, z_t: Tensor, t: Tensor) -> Tensor:
-    """Mean of p(z_{t-1} | z_t) = q(z_{t-1} | z_t, x = x0_hat(z_t, t)); shaped like z_t."""
-    return process.posterior(denoiser(z_t, t), z_t, t, t - 1)[0]
-
-
-def decoder_nll_at(denoiser, process, x: Tensor, z_1: Tensor, decoder, event_dims: int) -> Tensor:
-    """-log p(x | z_1) for a given z_1: decoder mean x0_hat(z_1, 1) (F(x0_hat, 0)), std sqrt(beta_1); [B]."""
-    one = torch.ones(x.shape[: x.ndim - event_dims], dtype=torch.long, device=x.device)
-    std = coefficient(process.schedule.beta[1].sqrt().reshape(1), x)
-    return decoder.nll(x, reverse_mean(denoiser, process, z_1, one), std, event_dims)
-
-
-def vlb_terms(denoiser, process, x: Tensor, *, decoder, variance: str = "posterior", n_timesteps: int | None = None,
-              generator=None, event_dims: int | None = None) -> VLBTerms:
-    """The three terms of the negative ELBO for x: [B, ...], each [B] nats (discrete schedules).
-
-    n_timesteps=None sums the KL over every t = 2..T (one z_t per t); an int K draws K steps
-    uniformly from 2..T per example and rescales by (T - 1) / K (unbiased, cheaper).
+    p(z_s | z_t) = q(z_s | z_t, x = x0_hat(z_t, t)) with variance `variance`. F is called
+    twice: once for (x, t) and (x, s) stacked, once for (x0_hat, t) and (x0_hat, s) (x0_hat
+    depends on z_t, which depends on F(x, t), so no fewer calls are possible).
     """
-    event_dims = _event_dims(x, event_dims)
-    T = process.schedule.T
-    batch_shape = x.shape[: x.ndim - event_dims]
+    event_dims = event_dims_of(x, event_dims, denoiser)
+    process = denoiser.process
+    c = process.step_coefficients(s, t)
+    f_t, f_s = process.transform_pairs([(x, t), (x, s)])
+    z_t = coefficient(c.alpha_t, x) * f_t + coefficient(c.sigma_t, x) * noise
+    x0_hat = denoiser(z_t, t, y)
+    g_t, g_s = process.transform_pairs([(x0_hat, t), (x0_hat, s)])
+    mean_q = process.mean_from_transforms(c, f_s, f_t, z_t)
+    mean_p = process.mean_from_transforms(c, g_s, g_t, z_t)
+    var_q = coefficient(c.posterior_var, x).expand_as(x)
+    var_p = var_q if variance == "posterior" else coefficient(reverse_variance(process, s, t, variance), x).expand_as(x)
+    return _sum_event(gaussian_kl(mean_q, var_q, mean_p, var_p), event_dims)
+
+
+def decoder_nll_at(denoiser, x: Tensor, z: Tensor, t, decoder, event_dims: int, y: Tensor | None = None) -> Tensor:
+    """-log p(x | z_t) for a given z_t: mean F(x0_hat(z_t, t), 0) = x0_hat, std sigma_{t|0} = sigma_t; [*batch]."""
+    std = coefficient(denoiser.process.sigma(t), x)
+    return decoder.nll(x, denoiser(z, t, y), std, event_dims)
+
+
+def vlb_terms(denoiser, x: Tensor, *, decoder, times=None, variance: str = "posterior",
+              n_timesteps: int | None = None, generator=None, event_dims: int | None = None,
+              y: Tensor | None = None) -> VLBTerms:
+    """The three terms of the negative ELBO on a grid of times, each [*batch] nats (chapter 1).
+
+    times: descending grid 1 = t_K > ... > t_1 > t_0 = 0 (default: every step of a discrete
+    schedule; `schedule.grid(K)` for a continuous one). prior = KL(q(z_1|x) || N(0, I));
+    diffusion = sum over the pairs (t_{i-1}, t_i), i = 2..K, of `diffusion_kl` (one z per
+    pair); decoder = -log p(x | z_{t_1}). n_timesteps=None sums every pair; an int M draws M
+    pairs uniformly per example and rescales by (K - 1) / M (unbiased, cheaper).
+    """
+    event_dims = event_dims_of(x, event_dims, denoiser)
+    process = denoiser.process
+    _refuse_noise_free(process)
+    choose("reverse variance", variance, REVERSE_VARIANCES)
+    grid = checked_grid(process, times).to(x.device)
+    K, batch = len(grid) - 1, x.shape[: x.ndim - event_dims]
     noise = lambda: rng.randn(x.shape, x, generator)  # noqa: E731
-    diffusion = torch.zeros(batch_shape, dtype=x.dtype, device=x.device)
-    if T >= 2:
+    diffusion = torch.zeros(batch, dtype=x.dtype, device=x.device)
+    if K >= 2:
+        # pair i = (t_{i-1}, t_i) = (grid[K - i + 1], grid[K - i]), in order of increasing time
         if n_timesteps is None:
-            steps, scale = [torch.full(batch_shape, t, device=x.device) for t in range(2, T + 1)], 1.0
+            pairs, scale = [(grid[K - i + 1], grid[K - i]) for i in range(2, K + 1)], 1.0
         else:
-            k = positive_int("n_timesteps", n_timesteps)
-            steps = [rng.randint(2, T + 1, batch_shape, x, generator) for _ in range(k)]
-            scale = (T - 1) / k
-        for t in steps:
-            diffusion = diffusion + diffusion_kl(denoiser, process, x, t, noise(), variance=variance,
-                                                 event_dims=event_dims)
+            m = positive_int("n_timesteps", n_timesteps)
+            index = [rng.randint(2, K + 1, batch, x, generator) for _ in range(m)]
+            pairs, scale = [(grid[K - i + 1], grid[K - i]) for i in index], (K - 1) / m
+        for s, t in pairs:
+            diffusion = diffusion + diffusion_kl(denoiser, x, s, t, noise(), variance=variance,
+                                                 event_dims=event_dims, y=y)
         diffusion = diffusion * scale
+    t_1 = grid[-2]
     return VLBTerms(
-        prior=prior_kl(process, x, event_dims),
+        prior=prior_kl(process, x, event_dims, grid[0]),
         diffusion=diffusion,
-        decoder=decoder_nll(denoiser, process, x, decoder, noise(), event_dims),
+        decoder=decoder_nll_at(denoiser, x, process.sample(x, t_1, noise()), t_1, decoder, event_dims, y),
+    )
+
+
+def continuous_vlb_terms(denoiser, x: Tensor, *, decoder, t_min: float = 0.0, n_t: int = 1, generator=None,
+                         event_dims: int | None = None, y: Tensor | None = None) -> VLBTerms:
+    """The continuous-time negative ELBO (Kingma et al. 2021, VDM), each term [*batch] nats.
+
+    diffusion = -1/2 E_{t ~ U(t_min, 1)} (1 - t_min) SNR'(t) ||x - x0_hat(z_t, t)||^2 (n_t draws
+    of t per example), the T -> infinity limit of `vlb_terms` on the grid t_min + (1 - t_min) i / T;
+    prior at t = 1; decoder -log p(x | z_{t_min}) with std sigma(t_min). F = identity only
+    (NDM's continuous bound needs d/dt F by torch.func.jvp: chapter 4).
+    """
+    event_dims = event_dims_of(x, event_dims, denoiser)
+    process = denoiser.process
+    _refuse_noise_free(process)
+    sched = process.schedule
+    if sched.T is not None or isinstance(process, NeuralForward):
+        raise ValueError("continuous_vlb_terms needs a GaussianForward process on a continuous schedule")
+    t0 = torch.tensor(float(t_min), dtype=torch.float64)
+    if not 0 <= t_min < 1 or not sched.sigma(t0) > 0:
+        raise ValueError(f"t_min must lie in [0, 1) with sigma(t_min) > 0, got {t_min!r}")
+    batch = x.shape[: x.ndim - event_dims]
+    diffusion = torch.zeros(batch, dtype=torch.float64, device=x.device)
+    for _ in range(positive_int("n_t", n_t)):
+        t = t_min + (1 - t_min) * rng.rand(batch, x, generator)
+        z = process.sample(x, t, rng.randn(x.shape, x, generator))
+        d_snr = sched.d_log_snr(t) * sched.log_snr(t).exp()  # SNR'(t) < 0
+        err = _sum_event((x - denoiser(z, t, y)) ** 2, event_dims)
+        diffusion = diffusion - 0.5 * (1 - t_min) * d_snr * err
+    z_min = process.sample(x, t0.to(x.device), rng.randn(x.shape, x, generator))
+    return VLBTerms(
+        prior=prior_kl(process, x, event_dims, 1.0),
+        diffusion=(diffusion / n_t).to(x.dtype),
+        decoder=decoder_nll_at(denoiser, x, z_min, t0.to(x.device), decoder, event_dims, y),
     )
 
 
@@ -206,15 +270,17 @@ def nats_to_bits_per_dim(nats: Tensor, dims: int) -> Tensor:
     return nats / (dims * math.log(2))
 
 
-def eps_kl_weights(schedule: DiscreteSchedule, variance: str = "posterior") -> Tensor:
-    """w_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)), so KL_t = w_t ||eps - eps_hat||^2; [T + 1] float64.
+def eps_kl_weights(schedule, variance: str = "posterior") -> Tensor:
+    """w_i = beta_i^2 / (2 sigma_i^2 alpha_i (1 - alpha_bar_i)), so KL_i = w_i ||eps - eps_hat||^2; [T + 1] float64.
 
-    L_simple weights every t equally: it is the bound reweighted by 1 / w_t (chapter 1).
-    Entries t < 2 (decoder and data) are 0.
+    For a discrete schedule (DDPM's tables, indexed by step). L_simple weights every step
+    equally: it is the bound reweighted by 1 / w_i (chapter 1). Entries i < 2 (decoder, data) are 0.
     """
     choose("reverse variance", variance, REVERSE_VARIANCES)
+    if schedule.T is None:
+        raise ValueError("eps_kl_weights needs a discrete schedule")
     sigma2 = schedule.posterior_variance if variance == "posterior" else schedule.beta
     w = torch.zeros(schedule.T + 1, dtype=torch.float64)
-    t = slice(2, None)
-    w[t] = schedule.beta[t] ** 2 / (2 * sigma2[t] * schedule.alphas[t] * schedule.one_minus_alpha_bar[t])
+    i = slice(2, None)
+    w[i] = schedule.beta[i] ** 2 / (2 * sigma2[i] * schedule.alphas[i] * schedule.one_minus_alpha_bar[i])
     return w

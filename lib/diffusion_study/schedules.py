@@ -1,26 +1,31 @@
 """Noise schedules: how much signal alpha and noise sigma a latent carries at each time.
 
-All schedules here are variance preserving: alpha^2 + sigma^2 = 1, so one number per time,
-the log signal-to-noise ratio lambda = log(alpha^2 / sigma^2), defines everything:
-alpha^2 = sigmoid(lambda), sigma^2 = sigmoid(-lambda). Constants are computed in float64
-and cast once at the boundary (`coefficient`). Derived in chapter 1 (the forward process).
+One time convention for the whole library: time t is a float in [0, 1], t = 0 the data and
+t = 1 the prior. All schedules are variance preserving, alpha^2 + sigma^2 = 1, so one
+function of time, the log signal-to-noise ratio lambda(t) = log(alpha^2 / sigma^2), defines
+everything: alpha^2 = sigmoid(lambda), sigma^2 = sigmoid(-lambda) (chapter 1).
 
-Two views of the same object:
-- `DiscreteSchedule`: T steps, indexed t = 0..T, t = 0 being the data (alpha_bar_0 = 1).
-  This is DDPM's notation: beta_t, alpha_t = 1 - beta_t, alpha_bar_t = prod_{s<=t} alpha_s.
-- `ContinuousSchedule`: t in [0, 1], given by its log-SNR function.
-Both answer `alpha(t)`, `sigma(t)`, `log_snr(t)` and `time(t)` (continuous time in [0, 1]),
-so the forward processes work with either.
+- `ContinuousSchedule`: lambda(t) given as a function, defined for every t in [0, 1].
+- `DiscreteSchedule`: T steps, defined on the grid t = i / T (i = 0..T, i = 0 the data,
+  alpha = 1). DDPM's tables (beta_t, alpha_t = 1 - beta_t, alpha_bar_t, beta~_t) stay
+  available, indexed by the step i, and exact: alpha and sigma are read from them.
+
+Both are `nn.Module`s whose tables are float64 buffers, computed once and moved with the
+forward process (`process.to(device)`); a lookup is a gather on the device, with no range
+check and no host-device synchronisation, so it can sit inside a training or sampling step.
+Check times once, outside the step, with `check_times`. An integer tensor given to a
+discrete schedule is read as step indices i and converted to time i / T at the boundary.
+Constants are float64 and cast once where they meet the data (`coefficient`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .validation import choose, positive_int
 
@@ -34,82 +39,152 @@ def _f64(x) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------
+# The interface
+# ---------------------------------------------------------------------------------------
+
+
+class Schedule(nn.Module):
+    """A variance-preserving schedule on t in [0, 1]: subclasses define `log_snr`, `alpha`, `sigma`.
+
+    `T` is the number of steps of a discrete schedule and None for a continuous one.
+    """
+
+    T: int | None = None
+    name: str = ""
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        """lambda(t) = log(alpha^2 / sigma^2), float64, shape of t (+inf at the data)."""
+        raise NotImplementedError
+
+    def alpha(self, t: Tensor) -> Tensor:
+        """Signal scale alpha(t) = sqrt(sigmoid(lambda)), float64, shape of t."""
+        return torch.sigmoid(self.log_snr(t)).sqrt()
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """Noise scale sigma(t) = sqrt(sigmoid(-lambda)), float64, shape of t."""
+        return torch.sigmoid(-self.log_snr(t)).sqrt()
+
+    def to_time(self, t) -> Tensor:
+        """Continuous time in [0, 1] as a float64 tensor (integer steps i of a discrete schedule -> i / T)."""
+        t = torch.as_tensor(t)
+        if t.dtype.is_floating_point:
+            return t.double()
+        if self.T is None:
+            raise TypeError("a continuous schedule takes float times in [0, 1], got integers")
+        return t.double() / self.T
+
+    def time(self, t) -> Tensor:
+        """Time as the networks see it: float32 in [0, 1], shape of t."""
+        return self.to_time(t).float()
+
+    def grid(self, steps: int | None = None) -> Tensor:
+        """Descending times [steps + 1] from 1 to 0, float64; steps defaults to T (every step).
+
+        A discrete schedule needs steps <= T and uses evenly spaced steps rounded to its grid
+        (DDIM's 'linear' skipping); a continuous one evenly spaced times.
+        """
+        if steps is None:
+            if self.T is None:
+                raise ValueError("a continuous schedule needs the number of steps")
+            steps = self.T
+        steps = positive_int("steps", steps)
+        if self.T is None:
+            return torch.linspace(1, 0, steps + 1, dtype=torch.float64)
+        if steps > self.T:
+            raise ValueError(f"steps must be at most T={self.T}, got {steps}")
+        return torch.linspace(self.T, 0, steps + 1, dtype=torch.float64).round() / self.T
+
+    def check_times(self, t) -> Tensor:
+        """`t` as float64 time after checking it lies in [0, 1] (and on the grid of a discrete
+        schedule); raises ValueError otherwise. Call it once, outside a step: it synchronises."""
+        time = self.to_time(t)
+        if not torch.isfinite(time).all() or (time < 0).any() or (time > 1).any():
+            raise ValueError(f"times must lie in [0, 1], got values in [{time.min().item()}, {time.max().item()}]")
+        if self.T is not None:
+            steps = time * self.T
+            if ((steps - steps.round()).abs() > 1e-6).any():
+                raise ValueError(f"times of a {self.T}-step schedule must lie on its grid i / {self.T}")
+        return time
+
+
+# ---------------------------------------------------------------------------------------
 # Discrete time (DDPM)
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DiscreteSchedule:
-    """A T-step variance-preserving schedule. `log_alpha_bar`: float64 [T + 1], entry 0 = 0.
+class DiscreteSchedule(Schedule):
+    """A T-step schedule on the grid t = i / T, from `log_alpha_bar`: float64 [T + 1], entry 0 = 0.
 
-    Indexing follows the papers: `beta[t]` is beta_t for t = 1..T (entry 0 is 0).
+    DDPM's tables are indexed by the step as in the papers: `beta[i]` is beta_i for i = 1..T
+    (entry 0 is 0). `alpha(t)`, `sigma(t)` and `log_snr(t)` take times on the grid.
     """
 
-    name: str
-    log_alpha_bar: Tensor  # [T + 1], float64, log_alpha_bar[0] = 0, strictly decreasing
-
-    def __post_init__(self):
-        lab = self.log_alpha_bar
+    def __init__(self, name: str, log_alpha_bar: Tensor):
+        super().__init__()
+        lab = log_alpha_bar
         assert lab.dtype == torch.float64 and lab.ndim == 1 and lab[0] == 0, "bad log_alpha_bar"
+        self.name, self.T = name, lab.numel() - 1
+        omab = -torch.expm1(lab)
+        self.register_buffer("log_alpha_bar", lab)
+        self.register_buffer("alpha_table", (0.5 * lab).exp())  # [T + 1], alpha at t = i / T
+        self.register_buffer("sigma_table", omab.sqrt())
+        self.register_buffer("log_snr_table", lab - omab.log())  # +inf at i = 0
 
-    @property
-    def T(self) -> int:
-        return self.log_alpha_bar.numel() - 1
+    def extra_repr(self) -> str:
+        return f"{self.name!r}, T={self.T}"
 
-    # Tables over t = 0..T ------------------------------------------------------------
+    # Tables over i = 0..T ---------------------------------------------------------------
     @property
     def alpha_bar(self) -> Tensor:
-        """alpha_bar_t = prod_{s<=t} (1 - beta_s), [T + 1]."""
+        """alpha_bar_i = prod_{j<=i} (1 - beta_j), [T + 1]."""
         return self.log_alpha_bar.exp()
 
     @property
     def one_minus_alpha_bar(self) -> Tensor:
-        """1 - alpha_bar_t without cancellation near t = 0, [T + 1]."""
+        """1 - alpha_bar_i without cancellation near i = 0, [T + 1]."""
         return -torch.expm1(self.log_alpha_bar)
 
     @property
     def beta(self) -> Tensor:
-        """beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}; entry 0 is 0. [T + 1]."""
-        step = torch.diff(self.log_alpha_bar, prepend=_f64([0.0]))
+        """beta_i = 1 - alpha_bar_i / alpha_bar_{i-1}; entry 0 is 0. [T + 1]."""
+        step = torch.diff(self.log_alpha_bar, prepend=self.log_alpha_bar[:1])
         return -torch.expm1(step)
 
     @property
     def alphas(self) -> Tensor:
-        """alpha_t = 1 - beta_t (DDPM's per-step alpha, not the signal scale), [T + 1]."""
+        """alpha_i = 1 - beta_i (DDPM's per-step alpha, not the signal scale `alpha(t)`), [T + 1]."""
         return 1 - self.beta
 
     @property
     def posterior_variance(self) -> Tensor:
-        """beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t for t >= 1; entry 0 is 0."""
+        """beta~_i = (1 - alpha_bar_{i-1}) / (1 - alpha_bar_i) beta_i for i >= 1; entry 0 is 0."""
         omab = self.one_minus_alpha_bar
         out = torch.zeros_like(omab)
         out[1:] = omab[:-1] / omab[1:] * self.beta[1:]
         return out
 
-    # Per-index lookups (t: integer tensor of any shape) -------------------------------
-    def _at(self, table: Tensor, t: Tensor) -> Tensor:
+    # Lookups at times on the grid (no checks: see `check_times`) --------------------------
+    def step_index(self, t) -> Tensor:
+        """The step i = round(t T) of times on the grid (integer tensors are steps already)."""
         t = torch.as_tensor(t)
-        if t.dtype.is_floating_point:
-            raise TypeError("DiscreteSchedule is indexed by integer steps t in 0..T")
-        if (t < 0).any() or (t > self.T).any():
-            raise ValueError(f"step index out of range 0..{self.T}")
-        return table[t.long().cpu()].to(t.device)
+        if not t.dtype.is_floating_point:
+            return t.long()
+        return (t.double() * self.T).round().long()
 
-    def alpha(self, t: Tensor) -> Tensor:
-        """Signal scale sqrt(alpha_bar_t), float64, shape of t."""
-        return self._at((0.5 * self.log_alpha_bar).exp(), t)
+    def _at(self, table: Tensor, t) -> Tensor:
+        return table[self.step_index(t).to(table.device)]
 
-    def sigma(self, t: Tensor) -> Tensor:
-        """Noise scale sqrt(1 - alpha_bar_t), float64, shape of t."""
-        return self._at(self.one_minus_alpha_bar.sqrt(), t)
+    def alpha(self, t) -> Tensor:
+        """sqrt(alpha_bar_i) at t = i / T, float64, shape of t."""
+        return self._at(self.alpha_table, t)
 
-    def log_snr(self, t: Tensor) -> Tensor:
-        """lambda_t = log alpha_bar_t - log(1 - alpha_bar_t); +inf at t = 0."""
-        return self._at(self.log_alpha_bar - self.one_minus_alpha_bar.log(), t)
+    def sigma(self, t) -> Tensor:
+        """sqrt(1 - alpha_bar_i) at t = i / T, float64, shape of t."""
+        return self._at(self.sigma_table, t)
 
-    def time(self, t: Tensor) -> Tensor:
-        """Continuous time t / T in [0, 1] (float32, for network conditioning)."""
-        return torch.as_tensor(t).float() / self.T
+    def log_snr(self, t) -> Tensor:
+        """lambda_i = log alpha_bar_i - log(1 - alpha_bar_i) at t = i / T; +inf at t = 0."""
+        return self._at(self.log_snr_table, t)
 
 
 def linear_schedule(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> DiscreteSchedule:
@@ -189,45 +264,33 @@ def _logsnr_cosine(u: Tensor, logsnr_max: float = 5.0, logsnr_min: float = -10.0
     return -2 * torch.log(torch.tan(a + u * (b - a)))
 
 
-@dataclass(frozen=True)
-class ContinuousSchedule:
-    """A variance-preserving schedule on t in [0, 1] defined by its log-SNR lambda(t)."""
+class ContinuousSchedule(Schedule):
+    """A variance-preserving schedule on t in [0, 1] defined by its log-SNR function lambda(t)."""
 
-    name: str
-    log_snr_fn: Callable[[Tensor], Tensor]
+    def __init__(self, name: str, log_snr_fn: Callable[[Tensor], Tensor]):
+        super().__init__()
+        self.name, self.log_snr_fn = name, log_snr_fn
 
-    def log_snr(self, t: Tensor) -> Tensor:
-        """lambda(t), float64, shape of t."""
-        t = torch.as_tensor(t, dtype=torch.float64)
-        if (t < 0).any() or (t > 1).any():
-            raise ValueError("continuous time must lie in [0, 1]")
-        return self.log_snr_fn(t)
+    def extra_repr(self) -> str:
+        return f"{self.name!r}"
 
-    def alpha(self, t: Tensor) -> Tensor:
-        """alpha(t) = sqrt(sigmoid(lambda)), float64."""
-        return torch.sigmoid(self.log_snr(t)).sqrt()
+    def log_snr(self, t) -> Tensor:
+        """lambda(t), float64, shape of t (no range check: see `check_times`)."""
+        return self.log_snr_fn(self.to_time(t))
 
-    def sigma(self, t: Tensor) -> Tensor:
-        """sigma(t) = sqrt(sigmoid(-lambda)), float64."""
-        return torch.sigmoid(-self.log_snr(t)).sqrt()
-
-    def d_log_snr(self, t: Tensor) -> Tensor:
+    def d_log_snr(self, t) -> Tensor:
         """d lambda / dt by autograd in float64, shape of t."""
-        t = torch.as_tensor(t, dtype=torch.float64).detach().requires_grad_(True)
+        t = self.to_time(t).detach().requires_grad_(True)
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(self.log_snr(t).sum(), t)
         return grad
-
-    def time(self, t: Tensor) -> Tensor:
-        """Continuous time itself (float32, for network conditioning)."""
-        return torch.as_tensor(t).float()
 
 
 def continuous_schedule(name: str, **kwargs) -> ContinuousSchedule:
     """Continuous-time schedule by name: 'linear' (VP-SDE), 'cosine', 'logsnr_cosine'."""
     choose("schedule", name, SCHEDULES)
     fn = {"linear": _linear_log_snr, "cosine": _cosine_log_snr, "logsnr_cosine": _logsnr_cosine}[name]
-    return ContinuousSchedule(name, lambda t: fn(t, **kwargs))
+    return ContinuousSchedule(name, functools.partial(fn, **kwargs))
 
 
 def coefficient(value: Tensor, like: Tensor) -> Tensor:
