@@ -1,11 +1,17 @@
 """Mechanics of the training loop, on a tiny noisy-regression loss: determinism, resume, EMA,
-ensembles, checkpoints."""
+ensembles, checkpoints, tuple data, the step on its own, torch.distributed."""
+
+import socket
 
 import pytest
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
+import diffusion_study.train as train_module
 from diffusion_study.models import EnsembleMLP, TimeMLP
-from diffusion_study.train import ema_decay_at, train
+from diffusion_study.train import (ema_decay_at, load_checkpoint, rank_seed, save_checkpoint, train,
+                                   train_step)
 
 DATA = torch.randn(256, 2, generator=torch.Generator().manual_seed(1)) * 0.5 + 1.0
 
@@ -190,3 +196,215 @@ def test_loss_shape_and_ensemble_clip_are_checked():
               grad_clip=1.0, progress=False)
     clipped = run(small_net(), grad_clip=0.5)
     assert torch.isfinite(clipped.losses).all()
+
+
+# --------------------------------------------------------------------------- tuple data
+
+
+def test_tuple_data_reaches_the_loss_row_by_row():
+    """(x, y) data: the loss gets (x[i], y[i]) for the same indices i, [B] or [G, B]."""
+    rows = torch.arange(len(DATA))
+    seen = []
+
+    def loss(net, batch, generator):
+        x, i = batch
+        seen.append((x, i))
+        return denoise_loss(net, x, generator)
+
+    train(small_net(), loss, (DATA, rows), steps=3, batch_size=8, progress=False)
+    train(EnsembleMLP(2, 2, 8, 1, 8), loss, (DATA, rows), steps=2, batch_size=8, progress=False)
+    assert [tuple(i.shape) for _, i in seen] == [(8,)] * 3 + [(2, 8)] * 2
+    for x, i in seen:
+        assert torch.equal(x, DATA[i])
+
+
+def test_tuple_data_draws_the_stream_of_tensor_data_and_trains_a_conditional_net():
+    labels = (DATA[:, 0] > 1).long()
+    ignoring = train(small_net(), lambda net, b, g: denoise_loss(net, b[0], g), (DATA, labels),
+                     steps=40, batch_size=16, lr=3e-3, progress=False)
+    plain = run(small_net())
+    assert torch.equal(ignoring.losses, plain.losses)  # same batches, noise and times
+
+    def cond_loss(net, batch, generator):
+        x, y = batch
+        t = torch.rand(x.shape[:-1], generator=generator)
+        noise = torch.randn(x.shape, generator=generator)
+        return (net(x + t[..., None] * noise, t, y) - x).pow(2).mean(-1)
+
+    torch.manual_seed(0)
+    net = TimeMLP(2, hidden=16, depth=2, time_dim=8, num_classes=2)
+    result = train(net, cond_loss, (DATA, labels), steps=40, batch_size=16, lr=3e-3, progress=False)
+    assert result.losses.shape == (40,) and torch.isfinite(result.losses).all()
+    assert net.label_embedding.weight.grad is not None  # the labels reached the net
+
+
+@pytest.mark.parametrize("data,match", [((DATA, torch.zeros(10)), "same length"),
+                                        ((), "tensor"), ([DATA, DATA], "tensor"),
+                                        (torch.zeros(0, 2), "non-empty"),
+                                        ((torch.zeros(0, 2), torch.zeros(0)), "non-empty"),
+                                        (torch.tensor(1.0), "tensor")])
+def test_bad_data_is_rejected(data, match):
+    with pytest.raises(ValueError, match=match):
+        train(small_net(), denoise_loss, data, steps=2, batch_size=4, progress=False)
+
+
+# --------------------------------------------------------------------------- step and logging
+
+
+def test_train_step_returns_the_mean_loss_on_the_device():
+    net = small_net()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    before = params(net)
+    loss = train_step(net, optimizer, denoise_loss, DATA[:16], torch.Generator().manual_seed(0),
+                      expected_shape=(16,))
+    assert loss.shape == () and not loss.requires_grad
+    assert loss.device == net.layers[0].weight.device
+    expected = denoise_loss(small_net(), DATA[:16], torch.Generator().manual_seed(0)).mean()
+    assert torch.equal(loss, expected)  # the loss before the step
+    assert not same(before, params(net))
+
+    ens = EnsembleMLP(3, 2, 8, 1, 8)
+    optimizer = torch.optim.Adam(ens.parameters(), lr=1e-3)
+    batch = DATA[:24].reshape(3, 8, 2)
+    loss = train_step(ens, optimizer, denoise_loss, batch, torch.Generator(), expected_shape=(3, 8))
+    assert loss.shape == (3,)
+    with pytest.raises(ValueError, match="per-example"):
+        train_step(ens, optimizer, denoise_loss, batch, torch.Generator(), expected_shape=(8,))
+
+
+def test_history_does_not_depend_on_log_every_and_is_copied_only_at_log_points(monkeypatch):
+    runs = [run(small_net(), log_every=k) for k in (1, 7, 1000)]
+    for other in runs[1:]:
+        assert torch.equal(other.losses, runs[0].losses)
+        assert same(params(other.model), params(runs[0].model))
+
+    copies = 0
+    to_cpu = torch.Tensor.cpu
+
+    def counting_cpu(self, *args, **kwargs):
+        nonlocal copies
+        copies += 1
+        return to_cpu(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
+    run(small_net(), steps=40, log_every=10)
+    assert copies == 4  # steps 10, 20, 30, 40: no per-step host copy
+
+
+def test_checkpoint_io_is_a_plain_dict_round_trip(tmp_path):
+    state = {"step": 3, "w": torch.arange(4.0), "nested": {"g": torch.Generator().get_state()}}
+    save_checkpoint(tmp_path / "a" / "x.pt", state)
+    back = load_checkpoint(tmp_path / "a" / "x.pt")
+    assert back["step"] == 3 and torch.equal(back["w"], state["w"])
+    assert torch.equal(back["nested"]["g"], state["nested"]["g"])
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.pt"]
+
+
+# --------------------------------------------------------------------------- torch.distributed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_rank_seeds():
+    assert rank_seed(5, 0) == 5  # rank 0 draws the one-process stream
+    seeds = {rank_seed(s, r) for s in range(3) for r in range(1, 5)}
+    assert len(seeds) == 12 and not seeds & {0, 1, 2}
+
+
+def test_ddp_single_process_run_checkpoints_the_unwrapped_model(tmp_path):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0,
+                            world_size=1)
+    try:
+        net = small_net()
+        wrapped = DistributedDataParallel(net)
+        path = tmp_path / "ddp.pt"
+        result = run(wrapped, steps=12, checkpoint_path=path, checkpoint_every=5)
+        assert result.model is net and type(result.ema) is TimeMLP
+        state = load_checkpoint(path)
+        assert list(state["model"]) == list(net.state_dict())  # no "module." prefix
+        assert list(state["ema"]) == list(net.state_dict())
+        assert state["config"]["world_size"] == 1 and state["generator"].ndim == 1
+        # the same run without DDP (one rank: the same stream) gives the same model
+        plain = run(small_net(), steps=12)
+        assert same(params(plain.model), params(net))
+        assert same(params(plain.ema), params(result.ema))
+        assert torch.equal(plain.losses, result.losses)
+        # and resumes from the checkpoint like a plain run
+        longer = run(DistributedDataParallel(small_net(seed=3)), steps=20, checkpoint_path=path)
+        assert longer.resumed_from == 12
+        assert same(params(longer.model), params(run(small_net(), steps=20).model))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_nonzero_rank_writes_nothing_and_draws_its_own_batches(tmp_path, monkeypatch):
+    def batches_of(rank):
+        seen = []
+
+        def loss(net, x, generator):
+            seen.append(x)
+            return denoise_loss(net, x, generator)
+
+        monkeypatch.setattr(train_module, "_rank", lambda: rank)
+        path = tmp_path / f"rank{rank}.pt"
+        train(small_net(), loss, DATA, steps=6, batch_size=16, progress=False,
+              checkpoint_path=path, checkpoint_every=2)
+        return seen, path.exists()
+
+    (zero, written0), (one, written1) = batches_of(0), batches_of(1)
+    assert written0 and not written1
+    assert all(not torch.equal(a, b) for a, b in zip(zero, one))
+    assert len(zero) == len(one) == 6
+
+
+def _two_rank_worker(rank, port, folder):
+    """Rank `rank` of 2 (gloo): a full run, an interrupted one, its resumption; writes results."""
+    import datetime
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2, timeout=datetime.timedelta(seconds=60))
+    try:
+        seen = []
+
+        def loss(net, x, generator):
+            seen.append(x)
+            return denoise_loss(net, x, generator)
+
+        def interrupted(net, x, generator):
+            if len(seen) == 8:  # mid-way through step 8: the last checkpoint is at step 5
+                raise KeyboardInterrupt
+            return loss(net, x, generator)
+
+        kwargs = {"steps": 10, "batch_size": 8, "lr": 3e-3, "progress": False,
+                  "checkpoint_every": 5}
+        full = train(DistributedDataParallel(small_net()), loss, DATA,
+                     checkpoint_path=folder / "full.pt", **kwargs)
+        first = seen.copy()
+        seen.clear()
+        with pytest.raises(KeyboardInterrupt):
+            train(DistributedDataParallel(small_net()), interrupted, DATA,
+                  checkpoint_path=folder / "run.pt", **kwargs)
+        resumed = train(DistributedDataParallel(small_net(seed=7)), loss, DATA,
+                        checkpoint_path=folder / "run.pt", **kwargs)
+        torch.save({"full": params(full.model), "resumed": params(resumed.model),
+                    "full_ema": params(full.ema), "resumed_ema": params(resumed.ema),
+                    "batch": first[0], "from": resumed.resumed_from}, folder / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_draw_their_own_batches_and_resume_bitwise(tmp_path):
+    torch.multiprocessing.spawn(_two_rank_worker, args=(free_port(), tmp_path), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert not torch.equal(r0["batch"], r1["batch"])  # rank streams differ
+    assert same(r0["full"], r1["full"])  # DDP keeps the ranks' models equal
+    for r in (r0, r1):
+        assert r["from"] == 5
+        assert same(r["full"], r["resumed"]) and same(r["full_ema"], r["resumed_ema"])
+    state = load_checkpoint(tmp_path / "run.pt")
+    assert state["generator"].shape[0] == 2 and state["config"]["world_size"] == 2
+    assert torch.equal(state["generator"], load_checkpoint(tmp_path / "full.pt")["generator"])

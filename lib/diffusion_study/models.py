@@ -1,9 +1,15 @@
 """Networks for the study: a time-conditioned MLP, a batched ensemble of them, a small U-Net.
 
-Every network is called as `net(z, t)` with continuous time `t` in [0, 1] and returns a
-tensor of the same shape as `z`; what that output means (eps, x0, v, score, ...) is decided
-by the loss and the sampler, not here. Used by the toy study (TimeMLP, EnsembleMLP) and the
-image chapters (UNet).
+Every network is called as `net(z, t, y=None)` with continuous time `t` in [0, 1] (the batch
+shape of `z`) and returns a tensor of the same shape as `z`; what that output means (eps, x0,
+v, score, ...) is decided by the loss and the sampler, not here. `net.event_dims` trailing dims
+of `z` form one example, the rest are batch dims ([B], or [G, B] for an ensemble).
+
+With `num_classes` K > 0 a net is class-conditional: `y` holds labels in 0..K with the batch
+shape of `z`, and label K = `net.null_label` means "no label" (trained by label dropout, used by
+classifier-free guidance); y=None is the null label for every example. A net built with K = 0
+is unconditional and refuses a `y`. Used by the toy study (TimeMLP, EnsembleMLP) and the image
+chapters (UNet).
 """
 
 from __future__ import annotations
@@ -35,6 +41,26 @@ def time_embedding(t: Tensor, dim: int) -> Tensor:
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)  # [B, dim]
 
 
+def _num_classes(value) -> int:
+    """`value` as an int >= 0 (0: an unconditional net), else ValueError."""
+    if isinstance(value, bool) or int(value) != value or int(value) < 0:
+        raise ValueError(f"num_classes must be a non-negative integer (0: unconditional), "
+                         f"got {value!r}")
+    return int(value)
+
+
+def _check_labels(net: nn.Module, y: Tensor | None, batch_shape: tuple[int, ...]) -> None:
+    """Host-side checks of labels y (shape, dtype; values are not read, so no device sync)."""
+    if y is None:
+        return
+    if not net.num_classes:
+        raise ValueError(f"{type(net).__name__} is unconditional (num_classes=0); "
+                         "call it without y")
+    if y.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"labels y must be an int64 or int32 tensor, got {y.dtype}")
+    assert tuple(y.shape) == tuple(batch_shape), f"y {tuple(y.shape)}, batch {tuple(batch_shape)}"
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable scalars in `module`."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -50,25 +76,36 @@ def _widths(dim: int, hidden: int, depth: int, time_dim: int) -> list[tuple[int,
 
 
 class TimeMLP(nn.Module):
-    """MLP on concat(z, time_embedding(t)): `depth` hidden layers, linear output.
+    """MLP on concat(z, time features): `depth` hidden layers, linear output.
 
-    forward(z: [B, D], t: [B]) -> [B, D]. The toy study's network (Klepper) is
-    TimeMLP(2, hidden=20, depth=2, activation="relu").
+    forward(z: [B, D], t: [B], y: [B] | None) -> [B, D]. The time features are
+    time_embedding(t), plus a learned label embedding [K + 1, time_dim] of y when num_classes
+    K > 0. The toy study's network (Klepper) is TimeMLP(2, hidden=20, depth=2, activation="relu").
     """
 
+    event_dims = 1
+
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, time_dim: int = 32,
-                 activation: str = "relu"):
+                 activation: str = "relu", num_classes: int = 0):
         super().__init__()
         self.dim, self.hidden = positive_int("dim", dim), positive_int("hidden", hidden)
         self.depth, self.time_dim = positive_int("depth", depth), positive_int("time_dim", time_dim)
         self.activation = choose("activation", activation, ACTIVATIONS)
+        self.num_classes = self.null_label = _num_classes(num_classes)
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in _widths(dim, hidden, depth, time_dim))
         self.act = ACTIVATIONS[activation]()
+        if self.num_classes:  # created last: the other parameters match the unconditional net's
+            self.label_embedding = nn.Embedding(self.num_classes + 1, time_dim)
 
-    def forward(self, z: Tensor, t: Tensor) -> Tensor:
+    def forward(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         B, D = z.shape
         assert D == self.dim and t.shape == (B,), f"z {tuple(z.shape)}, t {tuple(t.shape)}"
-        h = torch.cat([z, time_embedding(t, self.time_dim).to(z.dtype)], dim=1)  # [B, D + time_dim]
+        _check_labels(self, y, (B,))
+        emb = time_embedding(t, self.time_dim).to(z.dtype)  # [B, time_dim]
+        if self.num_classes:
+            table = self.label_embedding.weight  # [K + 1, time_dim]
+            emb = emb + (table[self.null_label] if y is None else table[y])
+        h = torch.cat([z, emb], dim=1)  # [B, D + time_dim]
         for layer in self.layers[:-1]:
             h = self.act(layer(h))  # [B, hidden]
         return self.layers[-1](h)  # [B, D]
@@ -78,13 +115,18 @@ class EnsembleMLP(nn.Module):
     """G independent TimeMLPs evaluated as one batched tensor program (no loop over G).
 
     Layer k keeps weights[k]: [G, fan_in, fan_out] and biases[k]: [G, 1, fan_out]; each layer
-    is one torch.baddbmm. forward(z: [G, B, D], t: [G, B]) -> [G, B, D]. Members share no
-    parameters, so the gradient of a loss on member g reaches only member g, and one Adam over
-    the stacked tensors is G independent Adams (Adam is elementwise).
+    is one torch.baddbmm. forward(z: [G, B, D], t: [G, B], y: [G, B] | None) -> [G, B, D]; the
+    batch dims are [G, B]. With num_classes K > 0 each member has its own label embedding,
+    label_embedding: [G, K + 1, time_dim]. Members share no parameters, so the gradient of a
+    loss on member g reaches only member g, and one Adam over the stacked tensors is G
+    independent Adams (Adam is elementwise).
     """
 
+    event_dims = 1
+
     def __init__(self, G: int, dim: int, hidden: int = 128, depth: int = 3, time_dim: int = 32,
-                 activation: str = "relu", generator: torch.Generator | None = None):
+                 activation: str = "relu", generator: torch.Generator | None = None,
+                 num_classes: int = 0):
         super().__init__()
         self.members = positive_int("G", G)  # train() draws [G, B] batches for models with `members`
         self.dim, self.hidden = positive_int("dim", dim), positive_int("hidden", hidden)
@@ -99,12 +141,25 @@ class EnsembleMLP(nn.Module):
             self.weights.append(nn.Parameter(w))
             self.biases.append(nn.Parameter(b))
         self.act = ACTIVATIONS[activation]()
+        self.num_classes = self.null_label = _num_classes(num_classes)
+        if self.num_classes:  # drawn last: the weights match the unconditional ensemble's
+            # nn.Embedding's default init: N(0, 1).
+            table = torch.randn(G, self.num_classes + 1, time_dim, generator=generator)
+            self.label_embedding = nn.Parameter(table)  # [G, K + 1, time_dim]
 
-    def forward(self, z: Tensor, t: Tensor) -> Tensor:
+    def forward(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         G, B, D = z.shape
         assert (G, D) == (self.members, self.dim) and t.shape == (G, B), \
             f"z {tuple(z.shape)}, t {tuple(t.shape)}"
+        _check_labels(self, y, (G, B))
         emb = time_embedding(t.reshape(G * B), self.time_dim).to(z.dtype).reshape(G, B, -1)
+        if self.num_classes:
+            table = self.label_embedding  # [G, K + 1, time_dim]
+            if y is None:
+                emb = emb + table[:, self.null_label, None, :]  # [G, 1, time_dim]
+            else:
+                index = y.long()[:, :, None].expand(G, B, self.time_dim)
+                emb = emb + torch.gather(table, 1, index)  # [G, B, time_dim]
         h = torch.cat([z, emb], dim=2)  # [G, B, D + time_dim]
         last = len(self.weights) - 1
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
@@ -118,11 +173,14 @@ class EnsembleMLP(nn.Module):
         """A standalone TimeMLP carrying copies of member g's weights (same outputs)."""
         if not 0 <= g < self.members:
             raise ValueError(f"member index must lie in [0, {self.members}), got {g}")
-        net = TimeMLP(self.dim, self.hidden, self.depth, self.time_dim, self.activation)
+        net = TimeMLP(self.dim, self.hidden, self.depth, self.time_dim, self.activation,
+                      num_classes=self.num_classes)
         net.to(self.weights[0].device, self.weights[0].dtype)
         for layer, w, b in zip(net.layers, self.weights, self.biases):
             layer.weight.copy_(w[g].T)  # nn.Linear keeps [fan_out, fan_in]
             layer.bias.copy_(b[g, 0])
+        if self.num_classes:
+            net.label_embedding.weight.copy_(self.label_embedding[g])
         return net
 
 
@@ -167,16 +225,21 @@ class Attention(nn.Module):
 class UNet(nn.Module):
     """A small U-Net eps/x0/v-model for 8x8 to 32x32 images.
 
-    forward(z: [B, C, H, W], t: [B]) -> [B, C, H, W]. One ResBlock per level on the way down
-    and up, a stride-2 conv between levels (len(mults) - 1 of them), nearest upsampling back to
-    the skip's exact size, so odd sizes work (28 -> 14 -> 7 -> 4 with mults=(1, 2, 2, 2)).
+    forward(z: [B, C, H, W], t: [B], y: [B] | None) -> [B, C, H, W]. With num_classes K > 0 a
+    label embedding [K + 1, t_dim] is added to the time MLP's output. One ResBlock per level on
+    the way down and up, a stride-2 conv between levels (len(mults) - 1 of them), nearest
+    upsampling back to the skip's exact size, so odd sizes work (28 -> 14 -> 7 -> 4 with
+    mults=(1, 2, 2, 2)).
     `attention` adds self-attention at the lowest resolution. The output conv starts at zero,
     so the untrained model predicts 0 (the mean of eps).
     """
 
+    event_dims = 3
+
     def __init__(self, channels: int = 1, base: int = 32, mults: tuple[int, ...] = (1, 2),
-                 attention: bool = False, time_dim: int | None = None):
+                 attention: bool = False, time_dim: int | None = None, num_classes: int = 0):
         super().__init__()
+        self.num_classes = self.null_label = _num_classes(num_classes)
         self.channels = positive_int("channels", channels)
         positive_int("base", base)
         if not mults:
@@ -205,11 +268,17 @@ class UNet(nn.Module):
         self.out_norm, self.out = _norm(prev), nn.Conv2d(prev, channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if self.num_classes:  # created last: the other parameters match the unconditional net's
+            self.label_embedding = nn.Embedding(self.num_classes + 1, t_dim)
 
-    def forward(self, z: Tensor, t: Tensor) -> Tensor:
+    def forward(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         B, C, H, W = z.shape
         assert C == self.channels and t.shape == (B,), f"z {tuple(z.shape)}, t {tuple(t.shape)}"
+        _check_labels(self, y, (B,))
         temb = self.time(time_embedding(t, self.base).to(z.dtype))  # [B, t_dim]
+        if self.num_classes:
+            table = self.label_embedding.weight  # [K + 1, t_dim]
+            temb = temb + (table[self.null_label] if y is None else table[y])
         h, skips = self.inp(z), []
         for i, block in enumerate(self.down):
             h = block(h, temb)
