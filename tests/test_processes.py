@@ -7,35 +7,29 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from diffusion_study.checks import forward_chain_check, posterior_grid_check
 from diffusion_study.processes import GaussianForward, NeuralForward
 from diffusion_study.schedules import continuous_schedule, discrete_schedule
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
 def test_closed_form_marginal_equals_iterated_chain(name):
-    """q(x_t|x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) equals t one-step updates x_t = sqrt(1-beta_t) x_{t-1} + sqrt(beta_t) eps."""
-    sched = discrete_schedule(name, 200)
-    proc = GaussianForward(sched)
-    x0 = torch.tensor([[1.5, -0.5]], dtype=torch.float64)
-    # Exact moments of the chain: mean and variance propagate linearly step by step.
-    mean, var = x0.clone(), torch.zeros(1, dtype=torch.float64)
-    for t in range(1, sched.T + 1):
-        beta = sched.beta[t]
-        mean, var = (1 - beta).sqrt() * mean, (1 - beta) * var + beta
-        if t in (1, 7, 100, 200):
-            m, std = proc.marginal(x0, torch.tensor([t]))
-            torch.testing.assert_close(m, mean, rtol=1e-12, atol=1e-14)
-            torch.testing.assert_close(std.flatten() ** 2, var, rtol=1e-12, atol=1e-14)
-    # And by simulation: 200k chains of 50 steps match the closed form's moments.
-    g = torch.Generator().manual_seed(0)
-    x = x0.expand(200_000, 2).clone()
-    for t in range(1, 51):
-        beta = sched.beta[t]
-        x = (1 - beta).sqrt() * x + beta.sqrt() * torch.randn(x.shape, generator=g, dtype=torch.float64)
-    m, std = proc.marginal(x0, torch.tensor([50]))
-    se = std.item() / math.sqrt(x.shape[0])
-    assert (x.mean(0) - m[0]).abs().max() < 5 * se
-    assert (x.var(0) - std.item() ** 2).abs().max() < 5 * std.item() ** 2 * math.sqrt(2 / x.shape[0])
+    """q(x_t|x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) equals t one-step updates x_t = sqrt(1-beta_t) x_{t-1} + sqrt(beta_t) eps:
+    exactly (moments propagated in float64) and by simulation (20k chains, every |z| of 2 x 2T moments < 5)."""
+    check = forward_chain_check(discrete_schedule(name, 200), torch.tensor([[1.5, -0.5]], dtype=torch.float64),
+                                20_000, torch.Generator().manual_seed(0))
+    assert check.exact_error < 1e-12
+    assert check.z_scores.shape == (200, 2) and check.z_scores.max() < 5
+
+
+def test_chain_check_detects_a_wrong_closed_form(monkeypatch):
+    """The same check fails when the closed form is off (here sigma_t inflated by 5%)."""
+    sched = discrete_schedule("linear", 50)
+    sigma = type(sched).sigma
+    monkeypatch.setattr(type(sched), "sigma", lambda self, t: 1.05 * sigma(self, t))
+    check = forward_chain_check(sched, torch.tensor([[1.5, -0.5]], dtype=torch.float64), 20_000,
+                                torch.Generator().manual_seed(0))
+    assert check.exact_error > 1e-4 and check.z_scores.max() > 5
 
 
 @settings(max_examples=25, deadline=None)
@@ -43,25 +37,14 @@ def test_closed_form_marginal_equals_iterated_chain(name):
 def test_posterior_equals_bayes_rule_on_a_grid(t, x0, xt):
     """q(x_{t-1}|x_t,x_0) propto q(x_t|x_{t-1}) q(x_{t-1}|x_0): moments of the normalised product on a 1-D grid."""
     sched = discrete_schedule("cosine", 100)
-    proc = GaussianForward(sched)
-    mean, var = proc.posterior(torch.tensor([[x0]], dtype=torch.float64), torch.tensor([[xt]], dtype=torch.float64),
-                               torch.tensor([t]), torch.tensor([t - 1]))
-    beta, abar_prev = sched.beta[t].item(), sched.alpha_bar[t - 1].item()
-    prior_mean, prior_var = math.sqrt(abar_prev) * x0, 1 - abar_prev
-    width = 12 * math.sqrt(min(prior_var, beta / (1 - beta)))
-    centre = mean.item()
-    grid = torch.linspace(centre - width, centre + width, 200_001, dtype=torch.float64)
-    log_w = -0.5 * (xt - math.sqrt(1 - beta) * grid) ** 2 / beta - 0.5 * (grid - prior_mean) ** 2 / prior_var
-    w = torch.softmax(log_w, 0)
-    grid_mean = (w * grid).sum()
-    grid_var = (w * (grid - grid_mean) ** 2).sum()
-    assert grid_mean.item() == pytest.approx(mean.item(), abs=1e-7 * (1 + abs(centre)))
-    assert grid_var.item() == pytest.approx(var.item(), rel=1e-5)
+    check = posterior_grid_check(sched, x0, xt, t, points=200_001)
+    assert check.grid_mean == pytest.approx(check.mean, abs=1e-7 * (1 + abs(check.mean)))
+    assert check.grid_var == pytest.approx(check.var, rel=1e-5)
     # ... and DDPM's textbook formulas (Ho et al. 2020, eq. 6-7)
-    omab = sched.one_minus_alpha_bar
+    beta, abar_prev, omab = sched.beta[t].item(), sched.alpha_bar[t - 1].item(), sched.one_minus_alpha_bar
     mu_tilde = (math.sqrt(abar_prev) * beta / omab[t] * x0 + math.sqrt(1 - beta) * omab[t - 1] / omab[t] * xt)
-    assert mean.item() == pytest.approx(mu_tilde.item(), rel=1e-10, abs=1e-12)
-    assert var.item() == pytest.approx(sched.posterior_variance[t].item(), rel=1e-10)
+    assert check.mean == pytest.approx(mu_tilde.item(), rel=1e-10, abs=1e-12)
+    assert check.var == pytest.approx(sched.posterior_variance[t].item(), rel=1e-10)
 
 
 @pytest.mark.parametrize("schedule", [discrete_schedule("linear", 1000), continuous_schedule("cosine")])

@@ -42,7 +42,8 @@ class Denoiser(nn.Module):
         object.__setattr__(net, _BOUND, prediction)
         self.net, self.process, self.prediction, self.clip = net, process, prediction, clip
         self.event_dims = getattr(net, "event_dims", None)
-        self.null_label = getattr(net, "null_label", None)
+        self.members = getattr(net, "members", None)  # G of an ensemble: `train` draws [G, B] batches
+        self.null_label = getattr(net, "null_label", None) if getattr(net, "num_classes", 0) else None
         self.step = 1.0 / process.schedule.T if prediction == "prev" else None
 
     def extra_repr(self) -> str:

@@ -90,6 +90,19 @@ class _Plain(str):
         return str(self)
 
 
+def glue_number(name: str, value: float, fmt: str) -> None:
+    """Glue `value` formatted with `fmt` (e.g. ".3f") under `name` as plain text, so the prose shows
+    exactly the digits printed beside it (a no-op outside a kernel)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        from myst_nb import glue
+
+        glue(name, _Plain(format(value, fmt)), display=False)
+
+
 def _glue_config(values: dict[str, Any]) -> None:
     """Inside a kernel, glue every config value as `cfg-<name>` for captions and prose."""
     try:
