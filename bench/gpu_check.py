@@ -48,9 +48,9 @@ def agreement(device: str) -> dict:
     out = {}
     for dev in ("cpu", device):
         proc = GaussianForward(discrete_schedule("cosine", 200))
-        den = Denoiser(net.to(dev), proc)
-        bpd = bits_per_dim(den, proc, x.to(dev), decoder=GaussianDecoder(), generator=torch.Generator().manual_seed(2))
-        samples = ddim_sample(den, proc, x_T.to(dev), steps=50)
+        den = Denoiser(net, proc).to(dev)
+        bpd = bits_per_dim(den, x.to(dev), decoder=GaussianDecoder(), generator=torch.Generator().manual_seed(2))
+        samples = ddim_sample(den, x_T.to(dev), proc.schedule.grid(50))
         out[dev] = (bpd.mean, samples.cpu())
     return {"bits_per_dim_cpu": out["cpu"][0], "bits_per_dim_gpu": out[device][0],
             "bits_per_dim_abs_diff": abs(out["cpu"][0] - out[device][0]),
@@ -63,11 +63,12 @@ def digits_run(device: str, steps: int, batch: int) -> dict:
     sched = discrete_schedule("logsnr_cosine", 1000, logsnr_max=5.0, logsnr_min=-10.0)
     process = GaussianForward(sched)
     torch.manual_seed(0)
-    net = UNet(channels=1, base=64, mults=(1, 2)).to(device)
-    res = train(net, lambda m, x, g: simple_loss(m, process, x, generator=g), data.train.to(device), steps=steps,
+    net = UNet(channels=1, base=64, mults=(1, 2))
+    model = Denoiser(net, process, prediction="eps", clip=(-1, 1)).to(device)
+    res = train(model, lambda m, x, g: simple_loss(m, x, generator=g), data.train.to(device), steps=steps,
                 batch_size=batch, lr=2e-4, ema_decay=0.999, seed=0, progress=False)
-    denoiser = Denoiser(res.ema, process, prediction="eps", clip=(-1, 1)).eval()
-    bpd = bits_per_dim(denoiser, process, data.test.to(device), decoder=DiscretizedGaussianDecoder(data.levels),
+    denoiser = res.ema.eval()
+    bpd = bits_per_dim(denoiser, data.test.to(device), decoder=DiscretizedGaussianDecoder(data.levels),
                        batch_size=297, generator=torch.Generator().manual_seed(3))
     return {"test_bits_per_dim": bpd.mean, "stderr": bpd.stderr, "terms": bpd.terms, "n_test": bpd.n,
             "train_seconds": res.seconds, "parameters": count_parameters(net),
@@ -79,8 +80,9 @@ def step_cost(device: str, repeats: int, size: int, batch: int) -> dict:
     process = GaussianForward(discrete_schedule("logsnr_cosine", 1000))
     x = ((torch.rand(batch, 3, size, size, device=device) * 2 - 1) * 127.5).round() / 127.5
     torch.manual_seed(0)
-    net = UNet(channels=3, base=64, mults=(1, 2, 2)).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    net = UNet(channels=3, base=64, mults=(1, 2, 2))
+    model = Denoiser(net, process).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
     samples = []
     for r in range(repeats + 2):
@@ -88,7 +90,7 @@ def step_cost(device: str, repeats: int, size: int, batch: int) -> dict:
         start = time.perf_counter()
         for _ in range(10):
             opt.zero_grad(set_to_none=True)
-            simple_loss(net, process, x, generator=g).mean().backward()
+            simple_loss(model, x, generator=g).mean().backward()
             opt.step()
         sync(device)
         if r >= 2:  # two warm-up rounds
