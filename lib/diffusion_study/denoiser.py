@@ -72,7 +72,8 @@ class Denoiser(nn.Module):
     def scales(self, t, like: Tensor):
         """(alpha_t, sigma_t, step) cast to `like` for the conversions in `predictions`."""
         p = self.process
-        alpha, sigma = coefficient(p.alpha(t), like), coefficient(p.sigma(t), like)
+        pair = p.alpha_sigma(t).to(device=like.device, dtype=like.dtype)  # one lookup, one cast
+        alpha, sigma = (coefficient(v, like) for v in pair.unbind(-1))
         step = None
         if self.prediction == "prev":
             c = p.step_coefficients(p.schedule.to_time(t) - self.step, t)

@@ -15,6 +15,7 @@ Each is an affine function of (x0, eps) given z, so a prediction of one is a pre
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .validation import choose
@@ -40,7 +41,7 @@ def target(kind: str, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor, ste
 def to_x0(kind: str, output: Tensor, z: Tensor, alpha: Tensor, sigma: Tensor, step=None) -> Tensor:
     """x0_hat from a network output of prediction `kind` (finite at sigma = 0 for 'x0' and 'prev')."""
     if kind == "eps":
-        return (z - sigma * output) / alpha
+        return torch.addcmul(z, sigma, output, value=-1) / alpha
     if kind == "x0":
         return output
     if kind == "v":

@@ -41,13 +41,14 @@ class StepCoefficients(NamedTuple):
     posterior_var: Tensor
     transition_var: Tensor
 
-    def to(self, like: Tensor) -> "StepCoefficients":
-        """Every constant cast once to `like`'s dtype and device (shapes unchanged)."""
-        return StepCoefficients(*(v.to(device=like.device, dtype=like.dtype) for v in self))
+    def table(self, like: Tensor) -> Tensor:
+        """All constants of a grid of steps as one tensor [steps, 8] in `like`'s dtype and device (cast once)."""
+        return torch.stack(torch.broadcast_tensors(*self), -1).to(device=like.device, dtype=like.dtype)
 
-    def at(self, i) -> "StepCoefficients":
-        """The constants of step i of a grid (each a 0-dim view)."""
-        return StepCoefficients(*(v[i] for v in self))
+    @classmethod
+    def row(cls, table: Tensor, i) -> "StepCoefficients":
+        """The constants of step i from `table` (0-dim views: two tensor operations)."""
+        return cls(*table[i].unbind())
 
 
 class ForwardProcess(nn.Module):
@@ -69,6 +70,10 @@ class ForwardProcess(nn.Module):
     def sigma(self, t) -> Tensor:
         """sigma_t, float64, shape of t."""
         return self.schedule.sigma(t)
+
+    def alpha_sigma(self, t) -> Tensor:
+        """alpha_t and sigma_t stacked: [*t.shape, 2] float64, one lookup."""
+        return self.schedule.alpha_sigma(t)
 
     # The transform F ------------------------------------------------------------------------
     def transform(self, x: Tensor, t) -> Tensor:
@@ -143,6 +148,9 @@ class NoiseFreeForward(GaussianForward):
 
     def sigma(self, t) -> Tensor:
         return torch.zeros_like(self.schedule.sigma(t))
+
+    def alpha_sigma(self, t) -> Tensor:
+        return self.schedule.alpha_sigma(t) * torch.tensor([1.0, 0.0], dtype=torch.float64)
 
     def step_coefficients(self, s, t, eta: float = 1.0) -> StepCoefficients:
         a_s, a_t = self.alpha(s), self.alpha(t)

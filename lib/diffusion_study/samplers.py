@@ -20,6 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import rng
+from .processes import StepCoefficients
 from .validation import choose, probability
 
 
@@ -34,9 +35,8 @@ def _prepare(model, x: Tensor, times, eta: float):
     times = process.schedule.check_times(times)
     if times.ndim != 1 or len(times) < 2 or not (torch.diff(times) < 0).all():
         raise ValueError("times must be a descending 1-D grid of at least two times, e.g. schedule.grid(steps)")
-    coefs = process.step_coefficients(times[1:], times[:-1], eta).to(x)
-    std = coefs.var.sqrt()
-    return process, times.to(x.device), coefs, std
+    coefs = process.step_coefficients(times[1:], times[:-1], eta)
+    return process, times.to(x.device), coefs.table(x), coefs.var.sqrt().to(x)
 
 
 @torch.no_grad()
@@ -49,15 +49,15 @@ def ddim_sample(model, x: Tensor, times, extra_args: dict | None = None, callbac
     callback({'i', 't', 'z', 'x0_hat'}) is called after every step.
     """
     eta = probability("eta", eta)
-    process, times, coefs, std = _prepare(model, x, times, eta)
+    process, times, table, std = _prepare(model, x, times, eta)
     extra_args = extra_args or {}
     z = x
     for i in tqdm(range(len(times) - 1), desc="sampling", disable=not progress):
         t, s = times[i], times[i + 1]
         x0_hat = model(z, t, **extra_args)
-        z = process.posterior_mean(coefs.at(i), x0_hat, z, s, t)
+        z = process.posterior_mean(StepCoefficients.row(table, i), x0_hat, z, s, t)
         if eta > 0:
-            z = z + std[i] * rng.randn(z.shape, z, generator)
+            z = torch.addcmul(z, std[i], rng.randn(z.shape, z, generator))
         if callback is not None:
             callback({"i": i, "t": s, "z": z, "x0_hat": x0_hat})
     return z

@@ -64,6 +64,11 @@ class Schedule(nn.Module):
         """Noise scale sigma(t) = sqrt(sigmoid(-lambda)), float64, shape of t."""
         return torch.sigmoid(-self.log_snr(t)).sqrt()
 
+    def alpha_sigma(self, t) -> Tensor:
+        """alpha(t) and sigma(t) stacked on a last dim: [*t.shape, 2] float64 (one lookup for both)."""
+        lam = self.log_snr(t)
+        return torch.stack([lam, -lam], -1).sigmoid().sqrt()
+
     def to_time(self, t) -> Tensor:
         """Continuous time in [0, 1] as a float64 tensor (integer steps i of a discrete schedule -> i / T)."""
         t = torch.as_tensor(t)
@@ -126,8 +131,8 @@ class DiscreteSchedule(Schedule):
         self.name, self.T = name, lab.numel() - 1
         omab = -torch.expm1(lab)
         self.register_buffer("log_alpha_bar", lab)
-        self.register_buffer("alpha_table", (0.5 * lab).exp())  # [T + 1], alpha at t = i / T
-        self.register_buffer("sigma_table", omab.sqrt())
+        # [T + 1, 2]: alpha and sigma at t = i / T, read from alpha_bar exactly (one gather for both)
+        self.register_buffer("alpha_sigma_table", torch.stack([(0.5 * lab).exp(), omab.sqrt()], -1))
         self.register_buffer("log_snr_table", lab - omab.log())  # +inf at i = 0
 
     def extra_repr(self) -> str:
@@ -174,13 +179,17 @@ class DiscreteSchedule(Schedule):
     def _at(self, table: Tensor, t) -> Tensor:
         return table[self.step_index(t).to(table.device)]
 
+    def alpha_sigma(self, t) -> Tensor:
+        """(sqrt(alpha_bar_i), sqrt(1 - alpha_bar_i)) at t = i / T: [*t.shape, 2] float64."""
+        return self._at(self.alpha_sigma_table, t)
+
     def alpha(self, t) -> Tensor:
         """sqrt(alpha_bar_i) at t = i / T, float64, shape of t."""
-        return self._at(self.alpha_table, t)
+        return self._at(self.alpha_sigma_table[:, 0], t)
 
     def sigma(self, t) -> Tensor:
         """sqrt(1 - alpha_bar_i) at t = i / T, float64, shape of t."""
-        return self._at(self.sigma_table, t)
+        return self._at(self.alpha_sigma_table[:, 1], t)
 
     def log_snr(self, t) -> Tensor:
         """lambda_i = log alpha_bar_i - log(1 - alpha_bar_i) at t = i / T; +inf at t = 0."""
@@ -295,5 +304,7 @@ def continuous_schedule(name: str, **kwargs) -> ContinuousSchedule:
 
 def coefficient(value: Tensor, like: Tensor) -> Tensor:
     """Cast a float64 schedule constant [B] to `like`'s dtype/device, shaped to broadcast on it."""
+    if value.ndim == 0 and value.dtype == like.dtype and value.device == like.device:
+        return value  # a per-step constant already cast: broadcasts as it is
     value = value.to(device=like.device, dtype=like.dtype)
     return value.reshape(value.shape + (1,) * (like.ndim - value.ndim))
