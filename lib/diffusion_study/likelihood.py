@@ -98,6 +98,16 @@ def elbo_monte_carlo(denoiser, x: Tensor, *, decoder, times=None, variance: str 
     + sum_{i>=2} log p(z_{t_{i-1}} | z_{t_i}) + log p(x | z_{t_1}) - sum_i log q(z_{t_i} | z_{t_{i-1}}).
     Its mean equals `vlb_terms(...).total`'s; its variance is larger (chapter 1).
     """
+    return -chain_log_weights(denoiser, x, decoder=decoder, times=times, variance=variance, generator=generator)
+
+
+def chain_log_weights(denoiser, x: Tensor, *, decoder, times=None, variance: str = "posterior",
+                      generator=None) -> Tensor:
+    """log w = log p(x, z_{1:K}) - log q(z_{1:K} | x) along one forward chain per example; [B] nats.
+
+    E[w] = p(x) exactly, so log w is the one-sample ELBO and log mean_k w_k the importance-weighted
+    bound (Burda et al. 2016) that rises to log p(x) as the number of chains grows (chapter 1).
+    """
     process = denoiser.process
     grid = checked_grid(process, times).flip(0)  # ascending: 0 = t_0 < t_1 < ... < t_K = 1
     K, B = len(grid) - 1, x.shape[0]
@@ -118,4 +128,21 @@ def elbo_monte_carlo(denoiser, x: Tensor, *, decoder, times=None, variance: str 
         mean_p = process.posterior_mean(c, denoiser(zs[i], t), zs[i], s, t)
         log_p = log_p + log_normal(zs[i - 1], mean_p, coefficient(reverse_variance(process, s, t, variance), x))
     log_p = log_p - decoder_nll_at(denoiser, x, zs[1], grid[1], decoder, x.ndim - 1)
-    return -(log_p - log_q)
+    return log_p - log_q
+
+
+@torch.no_grad()
+def importance_weighted_nll(denoiser, x: Tensor, *, decoder, k: int, times=None, variance: str = "posterior",
+                            generator=None, chunk: int = 64) -> Tensor:
+    """-log (1/k sum_j w_j) with k forward chains per example: an upper bound on the model's own
+    -log p_theta(x) that decreases to it as k grows (k = 1 is the ELBO); [B] nats. x: [B, *event];
+    the chains run `chunk` at a time (memory k B is not needed at once)."""
+    k, chunk = positive_int("k", k), positive_int("chunk", chunk)
+    parts = []
+    for start in range(0, k, chunk):
+        n = min(chunk, k - start)
+        rep = x.repeat((n,) + (1,) * (x.ndim - 1))  # [n B, *event], chain j of example b at j B + b
+        parts.append(chain_log_weights(denoiser, rep, decoder=decoder, times=times, variance=variance,
+                                       generator=generator).reshape(n, len(x)))
+    log_w = torch.cat(parts)  # [k, B]
+    return -(torch.logsumexp(log_w, 0) - math.log(k))
