@@ -1,4 +1,4 @@
-"""Closed forms used as oracles for the bound (chapter 1).
+"""Closed forms used as oracles for the bound, and the exact reverse step of a mixture (chapter 1).
 
 For data x ~ N(m, diag(s^2)) and the exact denoiser x0_hat(z_t) = E[x | z_t], every term of the
 discrete bound has an expectation in closed form. Per dimension j, the posterior variance of x
@@ -104,3 +104,61 @@ def gaussian_model_nll(process, mean, var, x: Tensor, times=None, variance: str 
     mu_x, P_x = m + g * (mu - a * m), g**2 * P + process.sigma(t1) ** 2
     x = x.double()
     return 0.5 * ((x - mu_x) ** 2 / P_x + torch.log(2 * math.pi * P_x)).sum(-1)
+
+
+class StepKL(NamedTuple):
+    """E over z_t ~ q(z_t) of KL(q(z_s | z_t) || Gaussian), nats, each (mean, standard error):
+    shape: against the moment-matched Gaussian (full covariance): the cost of non-Gaussianity alone;
+    fixed: against N(exact mean, var_q I), DDPM's reverse step with the exact mean and beta~;
+    optimal: against N(exact mean, v* I), v* the optimal isotropic variance (Bao et al. 2022)."""
+
+    shape: tuple[float, float]
+    fixed: tuple[float, float]
+    optimal: tuple[float, float]
+
+
+def _log_normal(z: Tensor, mean: Tensor, cov: Tensor) -> Tensor:
+    """log N(z; mean, cov) over the last dim, broadcasting; cov [..., D, D]."""
+    chol = torch.linalg.cholesky(cov)
+    diff = (z - mean).unsqueeze(-1)
+    sol = torch.linalg.solve_triangular(chol.expand(diff.shape[:-2] + chol.shape[-2:]), diff, upper=False)
+    logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+    return -0.5 * ((sol**2).sum((-2, -1)) + logdet + z.shape[-1] * math.log(2 * math.pi))
+
+
+def reverse_step_kl(mixture, process, s, t, n: int = 2000, m: int = 32, generator=None) -> StepKL:
+    """How far the exact reverse step q(z_s | z_t) of a Gaussian-mixture data law is from Gaussian.
+
+    q(z_s | z_t) = sum_k r_k(z_t) N(x_coef m_k(z_t) + noise z_t, x_coef^2 P_k + var_q I), with r_k, m_k, P_k
+    the component responsibilities, posterior means and covariances of x given z_t: an exact Gaussian
+    mixture. Each KL is E_{z_s ~ q}[log q(z_s|z_t) - log N(z_s; ...)] by Monte Carlo (n values of z_t,
+    m of z_s each): the log-ratio estimator, whose noise vanishes as q becomes Gaussian.
+    """
+    s, t = (torch.as_tensor(v, dtype=torch.float64) for v in (s, t))
+    c = process.step_coefficients(s, t)
+    a, sg = process.alpha(t), process.sigma(t)
+    x = mixture.sample(n, generator).double()
+    z_t = a * x + sg * torch.randn(x.shape, generator=generator, dtype=torch.float64)
+    D, eye = mixture.dim, torch.eye(mixture.dim, dtype=torch.float64)
+    C = a**2 * mixture.covs + sg**2 * eye  # [K, D, D]
+    gain = a * mixture.covs @ torch.linalg.inv(C)  # S_k C_k^{-1} alpha: [K, D, D]
+    m_k = mixture.means + ((z_t[:, None, :] - a * mixture.means)[..., None, :] @ gain.transpose(-1, -2))[..., 0, :]
+    P_k = mixture.covs - a * gain @ mixture.covs  # [K, D, D]
+    r = mixture.responsibilities(z_t, a, sg)  # [n, K]
+    means = c.x_coef * m_k + c.noise * z_t[:, None, :]  # [n, K, D]
+    covs = c.x_coef**2 * P_k + c.posterior_var * eye  # [K, D, D]
+    mu = (r[..., None] * means).sum(1)  # [n, D], the exact E[z_s | z_t]
+    second = (r[..., None, None] * (covs + means[..., :, None] * means[..., None, :])).sum(1)
+    sigma = second - mu[..., :, None] * mu[..., None, :]  # [n, D, D]
+    # z_s ~ q(z_s | z_t): m draws per z_t
+    k = torch.multinomial(r, m, replacement=True, generator=generator)  # [n, m]
+    eps = torch.randn(n, m, D, 1, generator=generator, dtype=torch.float64)
+    z_s = torch.gather(means, 1, k[..., None].expand(n, m, D)) + (torch.linalg.cholesky(covs)[k] @ eps)[..., 0]
+    log_q = torch.logsumexp(torch.log(r)[:, None, :] + _log_normal(z_s[:, :, None, :], means[:, None], covs), -1)
+    v_opt = torch.diagonal(sigma, dim1=-2, dim2=-1).sum(-1).mean() / D
+    refs = {"shape": (mu, sigma), "fixed": (mu, c.posterior_var * eye), "optimal": (mu, v_opt * eye)}
+    out = {}
+    for name, (mean, cov) in refs.items():
+        per_z = (log_q - _log_normal(z_s, mean[:, None, :], cov if cov.ndim == 2 else cov[:, None])).mean(1)
+        out[name] = (per_z.mean().item(), per_z.std().item() / math.sqrt(n))
+    return StepKL(**out)

@@ -99,6 +99,17 @@ class Schedule(nn.Module):
             raise ValueError(f"steps must be at most T={self.T}, got {steps}")
         return torch.linspace(self.T, 0, steps + 1, dtype=torch.float64).round() / self.T
 
+    def time_at(self, log_snr, iterations: int = 80) -> Tensor:
+        """The time t with lambda(t) = log_snr (float64, shape of log_snr), by bisection on [0, 1]
+        (lambda decreases in t); values outside [lambda(1), lambda(0)] give the nearest end."""
+        target = torch.as_tensor(log_snr, dtype=torch.float64)
+        lo, hi = torch.zeros_like(target), torch.ones_like(target)
+        for _ in range(iterations):
+            mid = (lo + hi) / 2
+            above = self.log_snr(mid) > target  # still too early: the root is later
+            lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+        return (lo + hi) / 2
+
     def check_times(self, t) -> Tensor:
         """`t` as float64 time after checking it lies in [0, 1] (and on the grid of a discrete
         schedule); raises ValueError otherwise. Call it once, outside a step: it synchronises."""
