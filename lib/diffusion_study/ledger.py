@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .results import read_results
+from .results import IDENTITY_VERDICTS, read_results
 
 NOT_TESTED = "not yet tested"
 
@@ -78,16 +78,22 @@ def render(groups: list[dict], verdicts: dict[str, list[dict]], source: str) -> 
             key = overall_verdict(verdicts.get(claim["id"], []))
             counts[key] = counts.get(key, 0) + 1
     total = sum(counts.values())
-    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    identities = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if k in IDENTITY_VERDICTS) or "none"
+    empirical = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if k not in IDENTITY_VERDICTS) or "none"
     lines = [
         "(claims-ledger)=",
         "# Claims ledger",
         "",
-        f"Each claim the book tests, with the verdict the chapters measured ({total} claims: "
-        f"{summary}). This page is generated when the book is built, from the claim list "
-        f"`book/claims.yml` and the result files the notebooks write under `{source}/`; "
-        "rerunning a chapter updates it. A verdict is *supported*, *not supported* or *mixed*; "
-        "the evidence column links the figure or table that shows it.",
+        f"Each claim the book tests, with the verdict the chapters measured ({total} claims; "
+        f"empirical verdicts: {empirical}; mathematical identities: {identities}). This page is "
+        f"generated when the book is built, from the claim list `book/claims.yml` and the result "
+        f"files the notebooks write under `{source}/`; rerunning a chapter updates it.",
+        "",
+        "Two kinds of verdict are kept apart. An **empirical** verdict (*supported*, *not supported*, "
+        "*mixed*) comes from a measurement that could have come out the other way, with its interval "
+        "over seeds and the threshold it was judged by. A **verified identity** is a mathematical "
+        "statement checked numerically against the library's own formulas: such a check can find a bug "
+        "in the code, never a wrong paper. The evidence column links the figure or table that shows it.",
         "",
     ]
     for group in groups:

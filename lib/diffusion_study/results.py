@@ -7,7 +7,9 @@ A chapter ends with one `write_result(out_dir, name, params, metrics, claims)`; 
 
 `claims` maps a claim id from the ledger (e.g. "L1") to a verdict record:
 
-    {"verdict": "supported" | "not supported" | "mixed",
+    {"verdict": "supported" | "not supported" | "mixed"            (empirical: could have come out either way)
+              | "verified identity" | "identity fails",             (a theorem checked against the library's
+                                                                      own formulas: it can find a bug, not a wrong paper)
      "evidence": "fig-...",        # a figure/table label in the book (or a section label)
      "effect": "...",              # the measured effect with its interval, in words
      "conditions": "..."}          # profile, seeds, data
@@ -27,7 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-VERDICTS = ("supported", "not supported", "mixed")
+EMPIRICAL_VERDICTS = ("supported", "not supported", "mixed")
+IDENTITY_VERDICTS = ("verified identity", "identity fails")
+VERDICTS = EMPIRICAL_VERDICTS + IDENTITY_VERDICTS
 CLAIM_FIELDS = ("verdict", "evidence", "effect", "conditions")
 _CLAIM_ID = re.compile(r"^[A-Z][0-9]+$")
 _REPO = Path(__file__).resolve().parents[2]
