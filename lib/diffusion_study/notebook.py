@@ -93,6 +93,11 @@ class _Plain(str):
 def glue_number(name: str, value: float, fmt: str) -> None:
     """Glue `value` formatted with `fmt` (e.g. ".3f") under `name` as plain text, so the prose shows
     exactly the digits printed beside it (a no-op outside a kernel)."""
+    glue_text(name, format(value, fmt))
+
+
+def glue_text(name: str, text: str) -> None:
+    """Glue `text` under `name` so that {glue:text}`name` shows it without quotes (no-op outside a kernel)."""
     try:
         from IPython import get_ipython
     except ImportError:
@@ -100,7 +105,7 @@ def glue_number(name: str, value: float, fmt: str) -> None:
     if get_ipython() is not None:
         from myst_nb import glue
 
-        glue(name, _Plain(format(value, fmt)), display=False)
+        glue(name, _Plain(text), display=False)
 
 
 def _glue_config(values: dict[str, Any]) -> None:

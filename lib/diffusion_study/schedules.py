@@ -217,7 +217,7 @@ def linear_schedule(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) ->
     scale = 1000.0 / T
     betas = torch.linspace(beta_start * scale, beta_end * scale, T, dtype=torch.float64)
     if (betas >= 1).any():
-        raise ValueError(f"linear schedule with T={T} gives beta >= 1; use T >= {math.ceil(1000 * beta_end)}")
+        raise ValueError(f"linear schedule with T={T} gives beta >= 1; use T >= {math.floor(1000 * beta_end) + 1}")
     return DiscreteSchedule("linear", torch.cat([_f64([0.0]), torch.cumsum(torch.log1p(-betas), 0)]))
 
 
