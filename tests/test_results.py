@@ -108,3 +108,23 @@ def test_book_claim_list_has_every_claim_of_the_study():
     expected = [f"K{i}" for i in range(1, 7)] + [f"L{i}" for i in range(1, 7)] + [
         f"N{i}" for i in range(1, 9)]
     assert set(expected) <= set(ids)
+
+
+def _committed_results():
+    root = Path(__file__).resolve().parents[1]
+    return sorted((root / "results").glob("*/*.json"))
+
+
+@pytest.mark.parametrize("path", _committed_results(), ids=lambda p: p.parent.name)
+def test_committed_results_come_from_committed_code(path):
+    """A result readers cite must be reproducible from its commit: no code changes outside notebooks/ and
+    results/ were uncommitted when it was made, and the commit is in this repository's history."""
+    import subprocess
+
+    prov = json.loads(path.read_text())["provenance"]
+    assert prov.get("git_commit"), f"{path.name}: no commit recorded"
+    stray = [f for f in prov.get("git_dirty_files", []) if not f.startswith(("notebooks/", "results/"))]
+    assert not stray, f"{path.name} was produced with uncommitted changes to {stray}; commit, then re-execute"
+    root = path.parents[2]
+    known = subprocess.run(["git", "-C", str(root), "merge-base", "--is-ancestor", prov["git_commit"], "HEAD"])
+    assert known.returncode == 0, f"{path.name}: commit {prov['git_commit'][:7]} is not an ancestor of HEAD"

@@ -67,6 +67,16 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def _version() -> str | None:
+    """The installed diffusion_study version (pyproject.toml), or None when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("diffusion_study")
+    except PackageNotFoundError:
+        return None
+
+
 def provenance(wall_time_s: float | None = None) -> dict[str, Any]:
     """Where and with what a result was made: git commit and dirty files, versions, device, time."""
     import numpy
@@ -74,12 +84,14 @@ def provenance(wall_time_s: float | None = None) -> dict[str, Any]:
 
     commit = _git("rev-parse", "HEAD")
     changed = _git("diff", "--name-only", "HEAD")  # tracked files that differ from the commit
-    dirty_files = changed.splitlines() if changed else []
+    untracked = _git("ls-files", "--others", "--exclude-standard")  # new files git does not ignore
+    dirty_files = sorted(set((changed or "").splitlines() + (untracked or "").splitlines()) - {""})
     if torch.cuda.is_available():
         device = f"cuda ({torch.cuda.get_device_name(0)})"
     else:
         device = f"cpu ({torch.get_num_threads()} threads)"
     return {
+        "version": _version(),
         "git_commit": commit,
         "git_dirty": bool(dirty_files) if commit else None,
         "git_dirty_files": dirty_files[:20],
