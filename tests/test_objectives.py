@@ -267,3 +267,23 @@ def test_bits_per_dim_of_an_ensemble_equals_separate_evaluations():
         # part: the prior is deterministic; the totals agree within their standard errors
         assert joint.terms["prior"][g].item() == pytest.approx(alone.terms["prior"], rel=1e-12)
         assert abs(joint.mean[g].item() - alone.mean) < 4 * math.hypot(joint.stderr[g].item(), alone.stderr)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda d: (d + 1) / 2, r"scaled to \[0, 1\]: map them with 2 x - 1"),
+    (lambda d: torch.round((d + 1) * 8), r"raw integer levels: map them with images.from_uint\(x, 17\)"),
+    (lambda d: d.clone().fill_(float("nan")), "NaN or infinite"),
+    (lambda d: d[:0], "data is empty"),
+])
+def test_bits_per_dim_refuses_data_off_the_decoders_grid(make, message):
+    """Digits scaled to [0, 1], raw integers, NaN and empty data give an error, not plausible numbers."""
+    from diffusion_study.images import load_image_dataset
+
+    digits = load_image_dataset("digits").test[:20]
+    proc = GaussianForward(discrete_schedule("cosine", 10))
+    model = Oracle(lambda z, t: z, proc)
+    with pytest.raises(ValueError, match=message):
+        bits_per_dim(model, make(digits), decoder=DiscretizedGaussianDecoder(17))
+    with pytest.raises(ValueError, match=r"lie on a 17-level grid: use DiscretizedGaussianDecoder\(17\)"):
+        bits_per_dim(model, digits, decoder=DiscretizedGaussianDecoder(256))
+    bits_per_dim(model, digits, decoder=DiscretizedGaussianDecoder(17))  # on the grid: accepted

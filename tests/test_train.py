@@ -1,6 +1,8 @@
 """Mechanics of the training loop, on a tiny noisy-regression loss: determinism, resume, EMA,
 ensembles, checkpoints, tuple data, the step on its own, torch.distributed."""
 
+import os
+import signal
 import socket
 
 import pytest
@@ -28,9 +30,9 @@ def small_net(seed=0):
     return TimeMLP(2, hidden=16, depth=2, time_dim=8)
 
 
-def run(net, **kwargs):
+def run(net, data=DATA, **kwargs):
     kwargs = {"steps": 40, "batch_size": 16, "lr": 3e-3, "progress": False, **kwargs}
-    return train(net, denoise_loss, DATA, **kwargs)
+    return train(net, denoise_loss, data, **kwargs)
 
 
 def params(module):
@@ -60,24 +62,28 @@ def test_run_is_a_function_of_the_seed():
 
 
 def test_interrupted_and_resumed_run_is_bitwise_identical(tmp_path):
-    full = run(small_net(), checkpoint_path=tmp_path / "full.pt", checkpoint_every=5)
+    calls, armed = 0, False
 
-    calls = 0
-
-    def interrupted(net, x, generator):
+    def interrupted(net, x, generator):  # the same loss for both runs: the checkpoint names its loss
         nonlocal calls
         calls += 1
-        if calls == 18:  # mid-way through step 18; the last checkpoint is at step 15
+        if armed and calls == 18:  # mid-way through step 18; the last checkpoint is at step 15
             raise KeyboardInterrupt
         return denoise_loss(net, x, generator)
 
+    def go(net, path):
+        return train(net, interrupted, DATA, steps=40, batch_size=16, lr=3e-3, progress=False,
+                     checkpoint_path=path, checkpoint_every=5)
+
+    full = go(small_net(), tmp_path / "full.pt")
     path = tmp_path / "run.pt"
+    calls, armed = 0, True
     with pytest.raises(KeyboardInterrupt):
-        train(small_net(), interrupted, DATA, steps=40, batch_size=16, lr=3e-3, progress=False,
-              checkpoint_path=path, checkpoint_every=5)
+        go(small_net(), path)
+    armed = False
     assert torch.load(path, weights_only=True)["step"] == 15
     # a differently initialised model: everything must come from the checkpoint
-    resumed = run(small_net(seed=7), checkpoint_path=path, checkpoint_every=5)
+    resumed = go(small_net(seed=7), path)
     assert resumed.resumed_from == 15
     assert same(params(resumed.model), params(full.model))
     assert same(params(resumed.ema), params(full.ema))
@@ -94,7 +100,7 @@ def test_extending_a_finished_run_equals_one_longer_run(tmp_path):
     # asking again for the same total does nothing
     again = run(small_net(), steps=40, checkpoint_path=path)
     assert again.resumed_from == 40 and same(params(again.model), params(longer.model))
-    with pytest.raises(ValueError, match="beyond steps"):
+    with pytest.raises(ValueError, match=r"not in \[0, steps=10\]"):
         run(small_net(), steps=10, checkpoint_path=path)
 
 
@@ -102,11 +108,11 @@ def test_checkpoint_contents_and_mismatched_resume(tmp_path):
     path = tmp_path / "sub" / "ckpt.pt"
     run(small_net(), steps=12, checkpoint_path=path, checkpoint_every=5)
     state = torch.load(path, weights_only=True)
-    assert set(state) == {"model", "ema", "optimizer", "step", "generator", "losses", "config"}
+    assert set(state) == {"model", "ema", "optimizer", "step", "generator", "losses", "config", "digest"}
     assert state["step"] == 12 and state["losses"].shape == (12,)
     assert state["generator"].dtype == torch.uint8
     assert [p.name for p in path.parent.iterdir()] == ["ckpt.pt"]  # no temporary files left
-    with pytest.raises(ValueError, match="was written with"):
+    with pytest.raises(ValueError, match="belongs to another run.*batch_size"):
         run(small_net(), steps=20, batch_size=8, checkpoint_path=path)
 
 
@@ -288,7 +294,7 @@ def test_history_does_not_depend_on_log_every_and_is_copied_only_at_log_points(m
 
     monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
     run(small_net(), steps=40, log_every=10)
-    assert copies == 4  # steps 10, 20, 30, 40: no per-step host copy
+    assert copies == 1 + 4  # the data's fingerprint at the start; steps 10, 20, 30, 40: no per-step copy
 
 
 def test_checkpoint_io_is_a_plain_dict_round_trip(tmp_path):
@@ -368,16 +374,15 @@ def _two_rank_worker(rank, port, folder):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=2, timeout=datetime.timedelta(seconds=60))
     try:
-        seen = []
+        seen, armed = [], [False]
 
-        def loss(net, x, generator):
+        def loss(net, x, generator):  # one loss for every run: the checkpoint names its loss
+            if armed[0] and len(seen) == 8:  # mid-way through step 8: the last checkpoint is at step 5
+                raise KeyboardInterrupt
             seen.append(x)
             return denoise_loss(net, x, generator)
 
-        def interrupted(net, x, generator):
-            if len(seen) == 8:  # mid-way through step 8: the last checkpoint is at step 5
-                raise KeyboardInterrupt
-            return loss(net, x, generator)
+        interrupted = loss
 
         kwargs = {"steps": 10, "batch_size": 8, "lr": 3e-3, "progress": False,
                   "checkpoint_every": 5}
@@ -385,9 +390,11 @@ def _two_rank_worker(rank, port, folder):
                      checkpoint_path=folder / "full.pt", **kwargs)
         first = seen.copy()
         seen.clear()
+        armed[0] = True
         with pytest.raises(KeyboardInterrupt):
             train(DistributedDataParallel(small_net()), interrupted, DATA,
                   checkpoint_path=folder / "run.pt", **kwargs)
+        armed[0] = False
         resumed = train(DistributedDataParallel(small_net(seed=7)), loss, DATA,
                         checkpoint_path=folder / "run.pt", **kwargs)
         torch.save({"full": params(full.model), "resumed": params(resumed.model),
@@ -408,3 +415,108 @@ def test_two_ranks_draw_their_own_batches_and_resume_bitwise(tmp_path):
     state = load_checkpoint(tmp_path / "run.pt")
     assert state["generator"].shape[0] == 2 and state["config"]["world_size"] == 2
     assert torch.equal(state["generator"], load_checkpoint(tmp_path / "full.pt")["generator"])
+
+
+# --------------------------------------------------------------------------- faults, injected
+
+
+def test_a_nan_in_the_data_stops_training_at_once_with_the_step_and_the_batch(tmp_path):
+    data = DATA.clone()
+    data[::2] = float("nan")  # every other point: the first batch already holds one
+    path = tmp_path / "ckpt.pt"
+    with pytest.raises(FloatingPointError, match=r"at step 0; training stopped; batch \(16, 2\): \d+ non-finite values"):
+        run(small_net(), data=data, checkpoint_path=path, checkpoint_every=5)
+    assert not path.exists()  # nothing non-finite was ever checkpointed
+
+
+def test_a_diverging_loss_keeps_the_last_good_checkpoint(tmp_path):
+    calls = 0
+
+    def diverges_at_step_7(net, x, generator):
+        nonlocal calls
+        calls += 1
+        loss = denoise_loss(net, x, generator)
+        return loss * float("nan") if calls == 8 else loss
+
+    path = tmp_path / "ckpt.pt"
+    with pytest.raises(FloatingPointError, match=f"at step 7.*last good checkpoint: {path} at step 5"):
+        train(small_net(), diverges_at_step_7, DATA, steps=40, batch_size=16, progress=False,
+              checkpoint_path=path, checkpoint_every=5)
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 5 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+@pytest.mark.parametrize("lr", [float("inf"), float("nan"), 0.0, -1e-3])
+def test_learning_rates_that_cannot_train_are_refused(lr):
+    with pytest.raises(ValueError, match="lr must be a positive finite number"):
+        run(small_net(), lr=lr)
+
+
+def test_a_modified_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    run(small_net(), steps=10, checkpoint_path=path)
+    state = torch.load(path, weights_only=True)
+    name = next(iter(state["model"]))
+    state["model"][name] = state["model"][name] + 451.0  # a weight changed behind the run's back
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=f"checkpoint {path} does not match its checksum"):
+        run(small_net(), steps=20, checkpoint_path=path)
+    state = torch.load(path, weights_only=True)
+    state["model"][name] = state["model"][name] - 451.0
+    state["step"] = -5
+    from diffusion_study.train import state_digest
+
+    state["digest"] = state_digest({k: v for k, v in state.items() if k != "digest"})
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"records step -5, not in \[0, steps=20\]"):
+        run(small_net(), steps=20, checkpoint_path=path)
+
+
+def test_bytes_flipped_inside_a_checkpoint_file_are_detected(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    run(small_net(), steps=10, checkpoint_path=path)
+    raw = bytearray(path.read_bytes())
+    weights = bytes(torch.load(path, weights_only=True)["model"]["layers.0.weight"].numpy().tobytes()[:16])
+    at = raw.find(weights)
+    assert at > 0
+    raw[at:at + 16] = bytes(b ^ 0x5A for b in raw[at:at + 16])  # 16 flipped bytes inside a tensor
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=f"checkpoint {path}"):
+        run(small_net(), steps=20, checkpoint_path=path)
+
+
+def test_resuming_with_other_data_or_another_loss_is_refused(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    run(small_net(), steps=10, checkpoint_path=path)
+    with pytest.raises(ValueError, match="differ in.*'data'"):
+        run(small_net(), steps=20, checkpoint_path=path, data=DATA.flip(0))  # same size, other values
+
+    def other_loss(net, x, generator):
+        return denoise_loss(net, x, generator) * 2
+
+    with pytest.raises(ValueError, match="differ in.*'loss'"):
+        train(small_net(), other_loss, DATA, steps=20, batch_size=16, lr=3e-3, progress=False,
+              checkpoint_path=path)
+
+
+@pytest.mark.parametrize("signum,raised", [(signal.SIGTERM, SystemExit), (signal.SIGINT, KeyboardInterrupt)])
+def test_a_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, capsys, signum, raised):
+    calls = 0
+
+    def signalled(net, x, generator):
+        nonlocal calls
+        calls += 1
+        if calls == 12:  # during step 11: the run finishes that step, saves and stops
+            os.kill(os.getpid(), signum)
+        return denoise_loss(net, x, generator)
+
+    path = tmp_path / "ckpt.pt"
+    with pytest.raises(raised):
+        train(small_net(), signalled, DATA, steps=40, batch_size=16, lr=3e-3, progress=False,
+              checkpoint_path=path, checkpoint_every=100)
+    assert f"stopped at step 12; checkpoint {path}; rerun the same command to resume" in capsys.readouterr().err
+    assert torch.load(path, weights_only=True)["step"] == 12
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary files
+    full = train(small_net(), signalled, DATA, steps=40, batch_size=16, lr=3e-3, progress=False,
+                 checkpoint_path=path, checkpoint_every=100)
+    assert full.resumed_from == 12

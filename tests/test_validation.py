@@ -72,3 +72,17 @@ def test_checkerboard_points_lie_on_dark_squares_only():
     assert ((cells >= 0) & (cells < 4)).all()
     assert ((cells[:, 0] + cells[:, 1]) % 2 == 0).all()
     assert len({tuple(c) for c in cells.tolist()}) == 8  # all 8 dark squares are used
+
+
+@pytest.mark.parametrize("value", ["abc", None, float("nan"), float("inf"), 2.5, 0, -3, True, [3]])
+def test_positive_int_names_the_parameter_for_every_bad_value(value):
+    from diffusion_study.validation import positive_int
+
+    with pytest.raises(ValueError, match=r"^steps must be a positive integer, got "):
+        positive_int("steps", value)
+
+
+def test_positive_int_accepts_integral_values():
+    from diffusion_study.validation import positive_int
+
+    assert positive_int("T", 3) == 3 and positive_int("T", 4.0) == 4 and positive_int("T", "5") == 5

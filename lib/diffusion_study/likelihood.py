@@ -20,6 +20,7 @@ from torch import Tensor
 from . import rng
 from .objectives import (
     VLBTerms,
+    check_finite,
     event_dims_of,
     checked_grid,
     decoder_nll_at,
@@ -65,6 +66,7 @@ def bits_per_dim(denoiser, data: Tensor, *, decoder, batch_size: int = 256, time
     `DiscretizedGaussianDecoder(levels)`. times / n_timesteps as in `vlb_terms`.
     """
     batch_size = positive_int("batch_size", batch_size)
+    getattr(decoder, "check", check_finite)(data)  # range, grid, finiteness: once per call, before any work
     event_dims = event_dims_of(data, event_dims, denoiser)
     axis = data.ndim - event_dims - 1  # the examples' axis
     dims = math.prod(data.shape[axis + 1:])

@@ -94,8 +94,29 @@ def standard_normal_log_cdf_interval(lo: Tensor, hi: Tensor) -> Tensor:
     return log_hi + torch.log(-torch.expm1(log_lo - log_hi))
 
 
+def _describe(x: Tensor) -> str:
+    """A one-line picture of data: shape, range, number of distinct values."""
+    finite = x[torch.isfinite(x)]
+    span = f"values in [{finite.min().item():.4g}, {finite.max().item():.4g}]" if finite.numel() else "no finite values"
+    distinct = torch.unique(finite[:100_000]).numel()
+    return f"data {tuple(x.shape)} {x.dtype}: {span}, {distinct} distinct values"
+
+
+def check_finite(x: Tensor) -> None:
+    """Raise ValueError, describing the data, unless x is non-empty and finite (one host sync)."""
+    if x.numel() == 0:
+        raise ValueError(f"data is empty: shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"data holds {bad} NaN or infinite values ({_describe(x)})")
+
+
 class GaussianDecoder:
     """p(x | z_1) = N(x; mean, std^2) for continuous data: a density, in nats."""
+
+    def check(self, x: Tensor) -> None:
+        """Data for a density: non-empty and finite."""
+        check_finite(x)
 
     def nll(self, x: Tensor, mean: Tensor, std: Tensor, event_dims: int) -> Tensor:
         """-log N(x; mean, std^2) summed over the event dims; [B]."""
@@ -116,8 +137,30 @@ class DiscretizedGaussianDecoder:
             raise ValueError("levels must be at least 2")
         self.half_width = 1.0 / (levels - 1)
 
+    def check(self, x: Tensor) -> None:
+        """Data must be finite and lie on the decoder's grid -1 + 2k / (levels - 1), k = 0..levels-1;
+        otherwise raise ValueError saying what the data look like and what is expected."""
+        check_finite(x)
+        k = (x.double() + 1) * (self.levels - 1) / 2
+        off_grid = (k - k.round()).abs() > 1e-3
+        if x.min() < -1 - 1e-6 or x.max() > 1 + 1e-6 or off_grid.any():
+            hint = ""
+            if x.min() >= 0 and x.max() <= 1:
+                hint = "; they look scaled to [0, 1]: map them with 2 x - 1"
+            elif x.min() >= 0 and torch.equal(x, x.round()):
+                hint = f"; they look like raw integer levels: map them with images.from_uint(x, {int(x.max()) + 1})"
+            else:
+                for levels in (2, 17, 256):
+                    kk = (x.double() + 1) * (levels - 1) / 2
+                    if levels != self.levels and x.min() >= -1 and x.max() <= 1 and ((kk - kk.round()).abs() <= 1e-3).all():
+                        hint = f"; they lie on a {levels}-level grid: use DiscretizedGaussianDecoder({levels})"
+                        break
+            raise ValueError(f"DiscretizedGaussianDecoder({self.levels}) expects data on the {self.levels} values "
+                             f"-1 + 2k/{self.levels - 1} in [-1, 1]; got {_describe(x)}"
+                             f"{f', {int(off_grid.sum())} off the grid' if off_grid.any() else ''}{hint}")
+
     def nll(self, x: Tensor, mean: Tensor, std: Tensor, event_dims: int) -> Tensor:
-        """-log P(x) summed over the event dims; x must lie on the grid. [B]."""
+        """-log P(x) summed over the event dims; x must lie on the grid (see `check`). [B]."""
         lo = torch.where(x <= -1 + 1e-6, -math.inf, (x - self.half_width - mean) / std)
         hi = torch.where(x >= 1 - 1e-6, math.inf, (x + self.half_width - mean) / std)
         return _sum_event(-standard_normal_log_cdf_interval(lo, hi), event_dims)

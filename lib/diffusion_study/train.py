@@ -23,8 +23,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import os
+import signal
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,9 +161,35 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Loss
     return loss.detach().mean(-1)
 
 
+def state_digest(state) -> str:
+    """SHA-256 over every tensor's bytes and every other value's repr, in key order: a checksum
+    that changes when any weight, step or setting in a checkpoint does."""
+    h = hashlib.sha256()
+
+    def feed(value) -> None:
+        if isinstance(value, dict):
+            for key in sorted(value, key=str):
+                h.update(repr(key).encode())
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            h.update(f"{type(value).__name__}{len(value)}".encode())
+            for item in value:
+                feed(item)
+        elif isinstance(value, Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(repr(value).encode())
+
+    feed(state)
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """torch.save `state` to a temporary file in the folder of `path`, fsync, os.replace: a
-    crash mid-write never leaves a truncated checkpoint at `path`."""
+    """torch.save `state` plus its `state_digest` to a temporary file in the folder of `path`,
+    fsync, os.replace: a crash mid-write never leaves a truncated checkpoint at `path`."""
+    state = {**state, "digest": state_digest(state)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -175,8 +205,63 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint written by save_checkpoint, with every tensor on the CPU (weights_only)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint written by save_checkpoint, tensors on the CPU (weights_only), after checking
+    its digest: a file whose contents changed since it was written is refused."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a zip, unpickling refused, ...
+        raise ValueError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
+                         "delete it to start over") from exc
+    if not isinstance(state, dict) or "digest" not in state:
+        raise ValueError(f"checkpoint {path} has no checksum: not written by this library's train()")
+    stored = state.pop("digest")
+    if state_digest(state) != stored:
+        raise ValueError(f"checkpoint {path} does not match its checksum: it was modified or corrupted "
+                         "after it was written; delete it to start over")
+    return state
+
+
+def data_fingerprint(data: Tensor | tuple[Tensor, ...]) -> str:
+    """A short SHA-256 of the data's shapes, dtypes and values (all of them up to 2^22 elements per
+    tensor, an evenly strided subset beyond): resuming on other data is refused."""
+    h = hashlib.sha256()
+    for part in data if isinstance(data, tuple) else (data,):
+        flat = part.detach().reshape(-1)
+        stride = max(1, flat.numel() // (1 << 22))
+        sample = flat[::stride].cpu().contiguous().reshape(-1)
+        h.update(f"{part.dtype}{tuple(part.shape)}".encode())
+        h.update(sample.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def loss_identity(loss_fn) -> str:
+    """Name and a hash of the code of `loss_fn` (and of the functions it was built from), so that
+    resuming with another loss is refused."""
+    h = hashlib.sha256()
+    fn = loss_fn
+    while isinstance(fn, functools_partial_types()):
+        h.update(repr((fn.args, sorted(fn.keywords))).encode())
+        fn = fn.func
+    code = getattr(fn, "__code__", None)
+
+    def feed(c) -> None:
+        h.update(c.co_code)
+        for const in c.co_consts:
+            if hasattr(const, "co_code"):
+                feed(const)
+            else:
+                h.update(repr(const).encode())
+        h.update(repr(c.co_names).encode())
+
+    if code is not None:
+        feed(code)
+    return f"{getattr(fn, '__qualname__', type(fn).__name__)}:{h.hexdigest()[:12]}"
+
+
+def functools_partial_types():
+    import functools
+
+    return (functools.partial,)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -217,8 +302,8 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
     steps, batch_size = positive_int("steps", steps), positive_int("batch_size", batch_size)
     checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
     log_every = positive_int("log_every", log_every)
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     if ema_decay is not None:
         ema_decay = probability("ema_decay", ema_decay)
     if grad_clip is not None and not grad_clip > 0:
@@ -236,7 +321,8 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
     ema = copy.deepcopy(net).requires_grad_(False).eval() if ema_decay is not None else None
     index_shape = (batch_size,) if members is None else (members, batch_size)
     config = {"batch_size": batch_size, "lr": float(lr), "ema_decay": ema_decay, "seed": seed,
-              "members": members, "data_size": size, "world_size": world}
+              "members": members, "data_size": size, "world_size": world,
+              "data": data_fingerprint(data), "loss": loss_identity(loss_fn)}
     logged: list[Tensor] = []  # host copies, [k] or [k, G]
     pending: list[Tensor] = []  # device losses [] or [G] not yet copied
     start = 0
@@ -245,55 +331,125 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
     if path is not None and path.exists():
         state = load_checkpoint(path)
         if state["config"] != config:
-            raise ValueError(f"checkpoint {path} was written with {state['config']}, "
-                             f"this run has {config}; use another checkpoint_path")
+            differ = {k: (state["config"].get(k), config.get(k)) for k in sorted(set(config) | set(state["config"]))
+                      if state["config"].get(k) != config.get(k)}
+            raise ValueError(f"checkpoint {path} belongs to another run; (checkpoint, this run) differ in "
+                             f"{differ}; use another checkpoint_path or the run's own settings")
+        if not isinstance(state["step"], int) or not 0 <= state["step"] <= steps:
+            raise ValueError(f"checkpoint {path} records step {state['step']!r}, not in [0, steps={steps}]")
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
         generator.set_state(_own_state(state["generator"], rank))
         logged = [state["losses"]]
-        start = int(state["step"])
-        if start > steps:
-            raise ValueError(f"checkpoint {path} is at step {start}, beyond steps={steps}")
+        start = state["step"]
 
     bar = tqdm(total=steps, initial=start, disable=not progress or rank != 0, desc="train",
                dynamic_ncols=True)
 
-    def log() -> None:
+    good = {"step": start if path is not None and path.exists() else None}  # the last checkpoint written
+
+    def check(step: int, losses: Tensor, batch=None) -> None:
+        """Stop at the first non-finite loss among `losses` [k] or [k, G] of steps step+1-k..step."""
+        finite = torch.isfinite(losses.reshape(len(losses), -1)).all(1)
+        if not finite.all():
+            bad = int((~finite).nonzero()[0])
+            raise FloatingPointError(_non_finite_message(step + 1 - len(losses) + bad, losses[bad], batch,
+                                                         path, good["step"]))
+
+    def log(step: int) -> None:
+        """Copy the pending losses to the host (the one sync), checked."""
         if pending:
-            logged.append(torch.stack(pending).cpu())  # the one host sync
+            losses = torch.stack(pending).cpu()
+            check(step, losses)
+            logged.append(losses)
             pending.clear()
             bar.set_postfix(loss=f"{logged[-1].mean().item():.4g}", refresh=False)
 
     def save(step: int) -> None:
+        if not all(torch.isfinite(p).all() for p in net.parameters()):
+            raise FloatingPointError(f"non-finite parameters after step {step} (a non-finite gradient); "
+                                     f"not checkpointed; last good checkpoint: {path} at step {good['step']}")
         generators = _generator_states(generator, world)  # collective: before the rank test
+        good["step"] = step
         if rank == 0:
             save_checkpoint(path, {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
                                    "ema": ema.state_dict() if ema is not None else None,
                                    "step": step, "generator": generators,
                                    "losses": _losses(logged, members), "config": config})
 
+    # On the CPU a finiteness check costs nothing: every step. On a GPU at log points (a sync).
+    on_cpu = device.type == "cpu"
     began = time.perf_counter()
     model.train()
-    try:
-        for step in range(start, steps):
-            index = torch.randint(size, index_shape, generator=generator)
-            pending.append(train_step(model, optimizer, loss_fn, _batch(data, index, device),
-                                      generator, grad_clip=grad_clip, expected_shape=index_shape))
-            if ema is not None:
-                _ema_update(ema, net, ema_decay_at(step, ema_decay))
-            bar.update(1)
-            last = step == steps - 1
-            checkpoint = path is not None and ((step + 1) % checkpoint_every == 0 or last)
-            if (step + 1) % log_every == 0 or checkpoint or last:
-                log()
-            if checkpoint:
-                save(step + 1)
-    finally:
-        bar.close()
+    with _deferred_stop() as stop:
+        try:
+            for step in range(start, steps):
+                index = torch.randint(size, index_shape, generator=generator)
+                batch = _batch(data, index, device)
+                pending.append(train_step(model, optimizer, loss_fn, batch, generator, grad_clip=grad_clip,
+                                          expected_shape=index_shape))
+                if ema is not None:
+                    _ema_update(ema, net, ema_decay_at(step, ema_decay))
+                bar.update(1)
+                last = step == steps - 1
+                checkpoint = path is not None and ((step + 1) % checkpoint_every == 0 or last or stop.signum)
+                if on_cpu:  # free here: name the exact step and its batch
+                    check(step, pending[-1][None], batch)
+                if (step + 1) % log_every == 0 or checkpoint or last or stop.signum:
+                    log(step)
+                if checkpoint:
+                    save(step + 1)
+                if stop.signum:
+                    where = f"checkpoint {path}" if path is not None else "no checkpoint_path, nothing saved"
+                    print(f"stopped at step {step + 1}; {where}; rerun the same command to resume",
+                          file=sys.stderr)
+                    raise KeyboardInterrupt if stop.signum == signal.SIGINT else SystemExit(128 + stop.signum)
+        finally:
+            bar.close()
     return TrainResult(net, ema, _losses(logged, members), steps, start,
                        time.perf_counter() - began)
+
+
+def _non_finite_message(step: int, loss: Tensor, batch, path, good_step) -> str:
+    """What a user needs when training diverges: the step, the loss, the batch, the last good checkpoint."""
+    parts = [f"non-finite loss {loss.tolist()} at step {step}; training stopped"]
+    if batch is not None:
+        x = (batch[0] if isinstance(batch, tuple) else batch).detach().double()
+        finite = torch.isfinite(x)
+        stats = (f"batch {tuple(x.shape)}: {int((~finite).sum())} non-finite values"
+                 + (f", finite values in [{x[finite].min().item():.4g}, {x[finite].max().item():.4g}], "
+                    f"mean {x[finite].mean().item():.4g}" if finite.any() else ""))
+        parts.append(stats)
+    if path is not None:
+        parts.append(f"last good checkpoint: {path} at step {good_step}" if good_step is not None
+                     else "no checkpoint written yet")
+    parts.append("check the data, lower lr, or clip gradients (grad_clip)")
+    return "; ".join(parts)
+
+
+class _deferred_stop:
+    """Within the block, SIGTERM and SIGINT only set `signum`; the loop saves and then stops.
+
+    Outside the main thread (where handlers cannot be installed) signals keep their defaults.
+    """
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self):
+        self.signum, self.previous = 0, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 
@@ -14,10 +15,17 @@ def choose(kind: str, name: str, valid: Iterable[str]) -> str:
 
 
 def positive_int(name: str, value) -> int:
-    """Return `value` as an int if it is a positive integer, else raise ValueError."""
-    if isinstance(value, bool) or int(value) != value or int(value) <= 0:
+    """Return `value` as an int if it is a positive integer (an int, or a float/str holding one), else
+    raise ValueError naming the parameter: "abc", None, nan, inf, 2.5, 0 and True are all refused."""
+    try:
+        number = float(value) if isinstance(value, str) else value
+        ok = (not isinstance(number, bool) and isinstance(number, (int, float)) and math.isfinite(number)
+              and int(number) == number and int(number) > 0)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return int(number)
 
 
 def probability(name: str, value: float, *, open_left: bool = False) -> float:
