@@ -86,3 +86,27 @@ def test_smoke_profile_with_non_default_parameters(path, tmp_path):
     assert any(n.endswith(".png") for n in written) and any(n.endswith(".pdf") for n in written)
     result = json.loads((out_dir / f"{path.stem}.json").read_text())
     assert result["params"]["profile"] == "smoke" and result["params"]["seed"] == 1
+
+
+def test_a_run_outside_the_book_build_never_writes_the_committed_results(tmp_path, monkeypatch, capsys):
+    """setup_notebook sends a run whose out_dir is results/<chapter> to runs/ unless the book build runs it."""
+    from diffusion_study import notebook
+
+    monkeypatch.delenv(notebook.BOOK_BUILD_ENV, raising=False)
+    committed = ROOT / "results" / "01_elbo"
+    redirected = notebook._writable_out_dir(committed)
+    assert redirected.parent == ROOT / "runs" and redirected.name.startswith("01_elbo-")
+    assert "only the book build" in capsys.readouterr().out
+    redirected.rmdir()
+    monkeypatch.setenv(notebook.BOOK_BUILD_ENV, "1")
+    assert notebook._writable_out_dir(committed) == committed.resolve()
+    assert notebook._writable_out_dir(tmp_path / "mine") == (tmp_path / "mine").resolve()
+
+
+def test_an_unwritable_out_dir_is_refused_with_its_name(tmp_path):
+    from diffusion_study import notebook
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="out_dir .* is not writable"):
+        notebook._writable_out_dir(blocker / "sub")

@@ -9,11 +9,16 @@ From the shell (what `make book` and `make run` call):
     python -m diffusion_study.notebook execute notebooks/*.ipynb            # in place, default profile
     python -m diffusion_study.notebook execute --dest runs/smoke/notebooks -p profile smoke notebooks/*.ipynb
     python -m diffusion_study.notebook strip notebooks/*.ipynb               # drop per-run metadata
+
+In the book's Sphinx configuration (`extensions`), this module keeps glued text as it was
+glued: myst-nb reads a glued value's text back with `ast.literal_eval`, so the text "0.550"
+would be pasted as 0.55 and "+1.15" as 1.15; see `paste_plain_text`.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import re
@@ -74,17 +79,44 @@ def setup_notebook(
     torch.use_deterministic_algorithms(True, warn_only=True)
     set_style()
 
-    out_path = Path(out_dir)
-    out_path.mkdir(parents=True, exist_ok=True)
+    out_path = _writable_out_dir(Path(out_dir))
     shown = {"profile": profile, "seed": seed, "device": device, "threads": threads,
-             "out_dir": str(out_dir), **resolved}
+             "out_dir": str(out_path) if out_path != Path(out_dir) else str(out_dir), **resolved}
     print("\n".join(f"{k:>10} = {v!r}" for k, v in shown.items()))
     _glue_config(shown)
     return SimpleNamespace(**{**shown, "out_dir": out_path})
 
 
+BOOK_BUILD_ENV = "DIFFUSION_STUDY_BOOK_BUILD"  # set by `execute` for the in-place book build only
+
+
+def _writable_out_dir(out_dir: Path) -> Path:
+    """`out_dir`, created; but a run that is not the book build never writes the committed results/:
+    it is sent to runs/<name>-<UTC time>-<pid>/ instead (and says so)."""
+    from .results import _REPO
+
+    committed = (_REPO / "results").resolve()
+    target = out_dir.resolve()
+    if os.environ.get(BOOK_BUILD_ENV) != "1" and (target == committed or committed in target.parents):
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = _REPO / "runs" / f"{out_dir.name}-{stamp}-{os.getpid()}"
+        print(f"note: only the book build (make book) writes results/; this run writes to {target}")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"out_dir {str(out_dir)!r} is not writable ({exc.strerror}); pass -p out_dir <folder>") from None
+    return target
+
+
 class _Plain(str):
-    """A string glued without quotes (myst-nb pastes a value's repr)."""
+    """A string glued without quotes: its repr, which myst-nb stores as text/plain, is the text.
+
+    myst-nb reads text/plain back through `ast.literal_eval`, which would turn "0.550" into
+    0.55; the book's Sphinx extension (`setup` below) pastes such text unchanged.
+    """
 
     def __repr__(self) -> str:
         return str(self)
@@ -120,6 +152,61 @@ def _glue_config(values: dict[str, Any]) -> None:
 
     for key, value in values.items():
         glue(f"cfg-{key}", _Plain(value) if isinstance(value, str) else value, display=False)
+
+
+# ----------------------------------------------------------------------------- the book (Sphinx)
+
+def paste_plain_text(text: str, fmt_spec: str, _format=None) -> str:
+    """The text {glue:text}`name` pastes for a glued text/plain `text` (myst-nb's rule, amended).
+
+    myst-nb evaluates `text` with `ast.literal_eval` and pastes `str()` of the result, so a
+    glued string literal loses its quotes, but a number glued as formatted text loses its
+    format: "0.550" becomes 0.55, "+1.15" becomes 1.15, "1.0, 2.0" becomes a tuple in
+    parentheses. Without a format spec (or with "s"), this pastes a string literal's value
+    and any other text exactly as it was glued; a format spec with a numeric type ("{glue:text}`x:.2f`")
+    is myst-nb's, unchanged.
+    """
+    if fmt_spec in ("", "s"):
+        from ast import literal_eval
+
+        try:
+            value = literal_eval(text)
+        except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+            return text
+        return value if isinstance(value, str) else text
+    if _format is None:
+        from myst_nb.core.variables import format_plain_text as _format
+    return _format(text, fmt_spec)
+
+
+_GLUE_MODULES = ("myst_nb.ext.glue.roles", "myst_nb.ext.glue.crossref")
+
+
+def setup(app) -> dict[str, Any]:
+    """Sphinx extension: glued text keeps its digits (`paste_plain_text`) in every glue role.
+
+    myst-nb's roles call `format_plain_text` by the name they imported; each is replaced.
+    A myst-nb without those names fails the build with a warning (the book builds with -W).
+    """
+    import importlib
+
+    from sphinx.util import logging
+
+    from myst_nb.core import variables
+
+    original = getattr(variables, "format_plain_text", None)
+    patched = []
+    for name in _GLUE_MODULES:
+        module = importlib.import_module(name)
+        if getattr(module, "format_plain_text", None) is not None and original is not None:
+            module.format_plain_text = functools.partial(paste_plain_text, _format=original)
+            patched.append(name)
+    if len(patched) != len(_GLUE_MODULES):
+        logging.getLogger(__name__).warning(
+            "diffusion_study.notebook: myst-nb's glue roles no longer call format_plain_text "
+            f"(patched {patched} of {list(_GLUE_MODULES)}); glued numbers may lose their format"
+        )
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -180,6 +267,10 @@ def execute(
     running = target.with_name(f".{target.stem}.running.ipynb")
     start = time.perf_counter()
     print(f"executing {src} -> {target} {parameters or ''}", flush=True)
+    # Only the in-place default-profile build may write the committed results/ (setup_notebook checks).
+    book_build = dest is None and not parameters
+    previous = os.environ.get(BOOK_BUILD_ENV)
+    os.environ[BOOK_BUILD_ENV] = "1" if book_build else "0"
     try:
         papermill.execute_notebook(
             str(src), str(running), parameters=parameters or {},
@@ -198,6 +289,11 @@ def execute(
     except BaseException:
         running.unlink(missing_ok=True)
         raise
+    finally:
+        if previous is None:
+            os.environ.pop(BOOK_BUILD_ENV, None)
+        else:
+            os.environ[BOOK_BUILD_ENV] = previous
     os.replace(running, target)
     strip_volatile_metadata(target)
     print(f"  done in {time.perf_counter() - start:.1f} s", flush=True)
