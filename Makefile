@@ -2,6 +2,7 @@
 #   make book                 execute every notebook in place (default profile), render _build/html
 #   make book PROFILE=smoke   execute copies at another profile into runs/smoke/, render runs/smoke/_build/html
 #   make book BOOK_REPOSITORY_URL=https://github.com/OWNER/REPO   the same, with Binder and Colab buttons
+#        [BOOK_JUPYTERHUB_URL=https://hub.example.org]             and a JupyterLab button on that hub
 #   make run NB=01_elbo PARAMS="-p T 4000"   one chapter, new parameters, into runs/01_elbo-<UTC time>/
 #   make test                 unit tests, nbval on the committed notebooks, smoke runs, browser check
 #   make lab                  JupyterLab on notebooks/
@@ -21,8 +22,11 @@ export OMP_NUM_THREADS := 2
 # Launch buttons (Binder, Colab) need the repository's URL: unset, the book has none and
 # builds offline from book/_config.yml; set (the workflow does), `make book` builds from a
 # copy of it with the buttons on. BOOK_REPOSITORY_BRANCH is the branch they open.
+# BOOK_JUPYTERHUB_URL (off by default) adds a button that opens a chapter in JupyterLab on
+# that JupyterHub, which pulls the repository: it needs BOOK_REPOSITORY_URL.
 BOOK_REPOSITORY_URL    ?=
 BOOK_REPOSITORY_BRANCH ?= main
+BOOK_JUPYTERHUB_URL    ?=
 ifeq ($(strip $(BOOK_REPOSITORY_URL)),)
 BOOK_CONFIG := book/_config.yml
 else
@@ -67,9 +71,13 @@ $(MATHJAX):
 # The launch-button configuration, written when BOOK_REPOSITORY_URL is set (the command
 # reads the URL and branch from the environment: they never pass through the shell).
 ifeq ($(BOOK_CONFIG),book/_config.yml)
+ifeq ($(strip $(BOOK_JUPYTERHUB_URL)),)
 BOOK_CONFIG_CMD := @true
 else
-export BOOK_REPOSITORY_URL BOOK_REPOSITORY_BRANCH
+BOOK_CONFIG_CMD := @echo "BOOK_JUPYTERHUB_URL needs BOOK_REPOSITORY_URL (the hub pulls the chapters from it)" >&2; exit 2
+endif
+else
+export BOOK_REPOSITORY_URL BOOK_REPOSITORY_BRANCH BOOK_JUPYTERHUB_URL
 BOOK_CONFIG_CMD := $(PY) -m diffusion_study.citation book-config --out $(BOOK_CONFIG)
 endif
 
@@ -77,6 +85,10 @@ ifeq ($(PROFILE),cpu)
 book: $(STAMP) $(MATHJAX)
 	$(PY) -m diffusion_study.notebook execute $(NOTEBOOKS)
 	$(PY) -m diffusion_study.ledger --results results --claims book/claims.yml --out book/_generated/claims.md
+	$(PY) -m diffusion_study.status --results results --toc book/_toc.yml --notebooks notebooks \
+		--out book/_generated/status.md
+	$(PY) -m diffusion_study.citation cite-page --results results --notebooks notebooks --toc book/_toc.yml \
+		--out book/_generated/cite.md
 	$(BOOK_CONFIG_CMD)
 	$(JB) build . --config $(BOOK_CONFIG) --toc book/_toc.yml $(JBFLAGS)
 	@echo "book: $(CURDIR)/_build/html/index.html"
@@ -88,6 +100,10 @@ book: $(STAMP) $(MATHJAX)
 	$(PY) -m diffusion_study.notebook execute --dest runs/$(PROFILE)/notebooks -p profile $(PROFILE) $(NOTEBOOKS)
 	$(PY) -m diffusion_study.ledger --results runs/$(PROFILE)/results --claims book/claims.yml \
 		--out runs/$(PROFILE)/book/_generated/claims.md
+	$(PY) -m diffusion_study.status --results runs/$(PROFILE)/results --toc book/_toc.yml \
+		--notebooks runs/$(PROFILE)/notebooks --out runs/$(PROFILE)/book/_generated/status.md
+	$(PY) -m diffusion_study.citation cite-page --results runs/$(PROFILE)/results \
+		--notebooks runs/$(PROFILE)/notebooks --toc book/_toc.yml --out runs/$(PROFILE)/book/_generated/cite.md
 	$(BOOK_CONFIG_CMD)
 	cd runs/$(PROFILE) && $(CURDIR)/$(JB) build . --config $(CURDIR)/$(BOOK_CONFIG) --toc book/_toc.yml $(JBFLAGS)
 	@echo "book ($(PROFILE) profile): $(CURDIR)/runs/$(PROFILE)/_build/html/index.html"

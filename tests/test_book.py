@@ -1,20 +1,31 @@
 """The rendered book, opened page by page in headless Chromium.
 
 Builds the book from the committed notebooks (no execution: nbval re-executes them in
-test_notebooks.py), serves it on localhost and checks every page: it loads with a title,
-every image decodes, every figure has a caption, equations are rendered by the MathJax
-copy shipped with the book, and nothing is requested from another host. A screenshot of
-chapter 1 goes to test-artifacts/chapter1.png.
+test_notebooks.py) after generating its pages from results/ the way `make book` does (the
+claims ledger, the execution status, the citation page), serves it on localhost and checks
+every page: it loads with a title and without a browser console error, every image decodes,
+every figure has a caption, no glue, role or TeX is left unrendered (MathJax, from the copy
+shipped with the book, reports no error either), code outputs scroll rather than clip, the
+footer shows the version and the build date, and nothing is requested from another host. A
+screenshot of each page goes to test-artifacts/<page path>.png (and chapter 1's first figure
+to test-artifacts/chapter1.png).
+
+The checks themselves are tested: a small book with a deliberate JavaScript error, an
+unrendered glue role, raw TeX and a TeX error must fail each of them.
 
 Needs the Debian packages chromium and chromium-driver, and MathJax under
 book/_static/mathjax (`make mathjax`). Without them the test is skipped, except under
 CI=true, where it fails.
 """
 
+import ast
+import collections
 import functools
+import html as html_lib
 import http.server
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,6 +34,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -32,6 +44,11 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 MATHJAX = ROOT / "book" / "_static" / "mathjax" / "tex-chtml.js"
 ARTIFACTS = ROOT / "test-artifacts"
 REMOTE_ASSET = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=\"(?:https?:)?//", re.I)
+# Roles and glue that MyST did not render show up as their source text in the page.
+RAW_MARKUP = re.compile(r"\{(?:glue(?::\w+)?|numref|ref|doc|eq|cite(?::\w+)?|term|download)\}`|\{glue:")
+# TeX that MathJax did not typeset: display or inline delimiters, or an environment.
+RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\$[^$\s][^$]*\$")
+PAGE_SHOT_MAX_HEIGHT = 12000  # px: a whole page up to this height, its top beyond
 
 
 def _unavailable(reason: str) -> None:
@@ -39,6 +56,73 @@ def _unavailable(reason: str) -> None:
         pytest.fail(f"{reason} (CI must run the browser check; .ci/run installs it)")
     pytest.skip(f"{reason}: `sudo apt-get install chromium chromium-driver` "
                 "(or `make browser-deps`) and `make mathjax` enable the browser check")
+
+
+def _version() -> str:
+    """The version every page's footer shows (test_publishing.py checks it is pyproject.toml's)."""
+    from diffusion_study.citation import version
+
+    return version()
+
+
+def _toc_files(toc: Path = ROOT / "book" / "_toc.yml") -> list[str]:
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                if isinstance(node.get(key), str):
+                    found.append(node[key])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(yaml.safe_load(toc.read_text(encoding="utf-8")))
+    return found
+
+
+def _chapters() -> list[str]:
+    """The notebooks the book shows (e.g. "notebooks/01_elbo"), from its table of contents."""
+    return [f for f in _toc_files() if f.startswith("notebooks/")]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def _serve(html: Path):
+    handler = functools.partial(_QuietHandler, directory=str(html))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def _generate_pages(root: Path) -> None:
+    """The pages `make book` writes before rendering, from results/ (see the Makefile)."""
+    py = sys.executable
+    for args in (
+        ["diffusion_study.ledger", "--results", "results", "--claims", "book/claims.yml",
+         "--out", "book/_generated/claims.md"],
+        ["diffusion_study.status", "--results", "results", "--toc", "book/_toc.yml",
+         "--notebooks", "notebooks", "--out", "book/_generated/status.md"],
+        ["diffusion_study.citation", "cite-page", "--results", "results", "--notebooks", "notebooks",
+         "--toc", "book/_toc.yml", "--out", "book/_generated/cite.md"],
+    ):
+        subprocess.run([py, "-m", *args], cwd=root, check=True)
+
+
+def _build(root: Path, out: Path, config: Path, toc: Path, strict: bool = True) -> Path:
+    jb = str(Path(sys.executable).with_name("jupyter-book"))
+    build = subprocess.run(
+        [jb, "build", ".", "--path-output", str(out), "--config", str(config), "--toc", str(toc),
+         *(["-W", "--keep-going"] if strict else [])],
+        cwd=root, capture_output=True, text=True, timeout=900,
+    )
+    assert build.returncode == 0, f"book build failed:\n{build.stdout[-6000:]}\n{build.stderr[-3000:]}"
+    return out / "_build" / "html"
 
 
 @pytest.fixture(scope="module")
@@ -49,30 +133,13 @@ def site(tmp_path_factory):
         _unavailable(f"missing {', '.join(missing)}")
     if not MATHJAX.exists():
         _unavailable(f"missing {MATHJAX.relative_to(ROOT)}")
-    out = tmp_path_factory.mktemp("book")
-    py = sys.executable
-    subprocess.run([py, "-m", "diffusion_study.ledger", "--results", "results",
-                    "--claims", "book/claims.yml", "--out", "book/_generated/claims.md"],
-                   cwd=ROOT, check=True)
-    build = subprocess.run(
-        [str(Path(py).with_name("jupyter-book")), "build", ".", "--path-output", str(out),
-         "--config", "book/_config.yml", "--toc", "book/_toc.yml", "-W", "--keep-going"],
-        cwd=ROOT, capture_output=True, text=True,
-    )
-    assert build.returncode == 0, f"book build failed:\n{build.stdout[-6000:]}\n{build.stderr[-3000:]}"
-    html = out / "_build" / "html"
-    handler = functools.partial(_QuietHandler, directory=str(html))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", html
+    _generate_pages(ROOT)
+    html = _build(ROOT, tmp_path_factory.mktemp("book"), ROOT / "book" / "_config.yml",
+                  ROOT / "book" / "_toc.yml")
+    server, base = _serve(html)
+    yield base, html
     server.shutdown()
     server.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +150,7 @@ def driver(site):
     os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager reach out
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for get_log
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--no-first-run", "--disable-background-networking",
@@ -92,8 +160,10 @@ def driver(site):
         options.add_argument(arg)
     browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     browser.set_page_load_timeout(60)
+    browser.set_script_timeout(60)
     yield browser
     browser.quit()
+    shutil.rmtree(profile, ignore_errors=True)
 
 
 def _pages(html: Path) -> list[str]:
@@ -102,29 +172,19 @@ def _pages(html: Path) -> list[str]:
                   if not p.relative_to(html).parts[0] in skip)
 
 
-def test_book_has_the_expected_pages(site):
-    _, html = site
-    pages = _pages(html)
-    for page in ("index.html", "book/intro.html", "notebooks/01_elbo.html",
-                 "book/_generated/claims.html", "book/reproduce.html", "book/bibliography.html"):
-        assert page in pages
-
-
-def test_no_page_links_an_asset_on_another_host(site):
-    _, html = site
-    offenders = [p for p in _pages(html) if REMOTE_ASSET.search((html / p).read_text("utf-8"))]
-    assert offenders == [], f"pages that load scripts/styles/images from the network: {offenders}"
-
-
 _PAGE_REPORT = r"""
 const done = arguments[arguments.length - 1];
 const deadline = Date.now() + 30000;
+function visibleText(root) {
+  const copy = root.cloneNode(true);
+  copy.querySelectorAll('pre, code, script, style, mjx-container, .headerlink').forEach(e => e.remove());
+  return copy.textContent;
+}
 function report() {
   const maths = [...document.querySelectorAll('.math')];
   const pending = maths.filter(e => !e.querySelector('mjx-container'));
   if (pending.length && Date.now() < deadline) { setTimeout(report, 200); return; }
-  const main = (document.querySelector('main') || document.body).cloneNode(true);
-  main.querySelectorAll('pre, code, script, style, mjx-container').forEach(e => e.remove());
+  const outputs = [...document.querySelectorAll('div.cell_output pre, div.cell_input pre, div.highlight pre')];
   done({
     title: document.title,
     brokenImages: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
@@ -135,7 +195,13 @@ function report() {
     maths: maths.length,
     unrendered: pending.length,
     rendered: document.querySelectorAll('mjx-container').length,
-    rawTex: /\\\(|\\\[|\$\$/.test(main.textContent),
+    mathErrors: [...document.querySelectorAll('mjx-merror')].map(e => (e.getAttribute('data-mjx-error') || e.textContent).slice(0, 80)),
+    text: visibleText(document.body),
+    clipped: outputs.filter(p => p.scrollWidth > p.clientWidth + 1
+                                 && !['auto', 'scroll'].includes(getComputedStyle(p).overflowX))
+                    .map(p => p.textContent.slice(0, 60)),
+    footer: [...document.querySelectorAll('footer')].map(f => f.innerText).join('\n'),  // as shown
+    height: Math.max(document.body.scrollHeight, document.documentElement.scrollHeight),
     mathjax: window.MathJax && window.MathJax.version ? window.MathJax.version : null,
     resources: performance.getEntriesByType('resource').map(r => r.name),
   });
@@ -144,37 +210,122 @@ if (document.readyState === 'complete') report(); else window.addEventListener('
 """
 
 
-def test_every_page_renders_offline(site, driver):
-    base, html = site
-    driver.set_script_timeout(60)
-    problems, math_pages = [], []
-    for page in _pages(html):
+def _page_problems(page: str, info: dict, console: list[dict], base: str, version: str | None) -> list[str]:
+    """Everything wrong with one loaded page, as readable lines (empty: the page is fine)."""
+    problems = []
+    if not info["title"].strip() or "404" in info["title"]:
+        problems.append(f"{page}: title {info['title']!r}")
+    for entry in console:
+        if entry.get("level") == "SEVERE":
+            problems.append(f"{page}: browser console error: {entry.get('message', '')[:300]}")
+    if info["brokenImages"]:
+        problems.append(f"{page}: broken images {info['brokenImages']}")
+    if info["uncaptioned"]:
+        problems.append(f"{page}: figures without caption {info['uncaptioned']}")
+    remote = [r for r in info["resources"] if not r.startswith(base)]
+    if remote:
+        problems.append(f"{page}: requests to other hosts {remote}")
+    raw = sorted({m.group(0) for m in RAW_MARKUP.finditer(info["text"])})
+    if raw:
+        problems.append(f"{page}: unrendered glue or roles in the page: {raw}")
+    tex = sorted({m.group(0)[:40] for m in RAW_TEX.finditer(info["text"])})
+    if tex or info["unrendered"]:
+        problems.append(f"{page}: TeX left unrendered ({info['unrendered']} of {info['maths']} equations "
+                        f"pending; raw: {tex})")
+    if info["mathErrors"]:
+        problems.append(f"{page}: MathJax errors {info['mathErrors']}")
+    if info["maths"] and (not info["rendered"] or not info["mathjax"]
+                          or not any("/_static/mathjax/" in r for r in info["resources"])):
+        problems.append(f"{page}: MathJax not loaded from the book's own copy")
+    if info["clipped"]:
+        problems.append(f"{page}: code or output lines clipped, not scrollable: {info['clipped']}")
+    if version is not None and not (f"Version {version}" in info["footer"]
+                                    and re.search(r"Last updated on \d{4}-\d{2}-\d{2}", info["footer"])):
+        problems.append(f"{page}: footer without the version or the build date: {info['footer']!r}")
+    return problems
+
+
+def _screenshot(driver, info: dict, path: Path) -> None:
+    """The whole page (up to PAGE_SHOT_MAX_HEIGHT px) into `path`, then the window as it was."""
+    size = driver.get_window_size()
+    height = min(max(int(info["height"]), size["height"]), PAGE_SHOT_MAX_HEIGHT)
+    driver.set_window_size(size["width"], height)
+    try:
+        assert driver.save_screenshot(str(path)), path
+    finally:
+        driver.set_window_size(size["width"], size["height"])
+
+
+def _check_pages(driver, base: str, pages: list[str], shots: Path | None,
+                 version: str | None) -> tuple[list[str], dict[str, dict]]:
+    """Load every page; return the problems found and each page's report."""
+    if shots is not None:
+        shots.mkdir(parents=True, exist_ok=True)
+    problems, reports = [], {}
+    driver.get_log("browser")  # start from an empty console
+    for page in pages:
         url = base + page
         with urllib.request.urlopen(url) as response:
             assert response.status == 200, page
         driver.get(url)
         if page == "index.html":  # a redirect to the root page
-            assert driver.current_url.endswith("book/intro.html"), driver.current_url
-            page = "book/intro.html"
+            if not driver.current_url.endswith("book/intro.html"):
+                problems.append(f"index.html does not open the introduction: {driver.current_url}")
         info = driver.execute_async_script(_PAGE_REPORT)
-        if not info["title"].strip() or "404" in info["title"]:
-            problems.append(f"{page}: title {info['title']!r}")
-        if info["brokenImages"]:
-            problems.append(f"{page}: broken images {info['brokenImages']}")
-        if info["uncaptioned"]:
-            problems.append(f"{page}: figures without caption {info['uncaptioned']}")
-        remote = [r for r in info["resources"] if not r.startswith(base)]
-        if remote:
-            problems.append(f"{page}: requests to other hosts {remote}")
-        if info["maths"]:
-            math_pages.append(page)
-            if info["unrendered"] or info["rawTex"] or not info["rendered"]:
-                problems.append(f"{page}: {info['unrendered']} of {info['maths']} equations "
-                                f"not rendered (raw TeX left: {info['rawTex']})")
-            if not info["mathjax"] or not any("/_static/mathjax/" in r for r in info["resources"]):
-                problems.append(f"{page}: MathJax not loaded from the book's own copy")
+        console = driver.get_log("browser")
+        reports[page] = info
+        problems += _page_problems(page, info, console, base, version)
+        if shots is not None:
+            _screenshot(driver, info, shots / (page.removesuffix(".html").replace("/", "_") + ".png"))
+    return problems, reports
+
+
+# --- the book ------------------------------------------------------------------------------
+
+
+def test_book_has_the_expected_pages(site):
+    _, html = site
+    pages = _pages(html)
+    expected = {"index.html", "book/intro.html", "book/_generated/claims.html",
+                "book/_generated/status.html", "book/_generated/cite.html", "book/reproduce.html",
+                "book/notation.html", "book/contributing.html", "book/bibliography.html"}
+    expected |= {f"{chapter}.html" for chapter in _chapters()}
+    assert "notebooks/01_elbo.html" in expected
+    assert expected <= set(pages), f"missing pages: {sorted(expected - set(pages))}"
+    assert "genindex.html" not in pages, "the general index is empty: html_use_index is off"
+
+
+def test_no_page_links_an_asset_on_another_host(site):
+    _, html = site
+    offenders = [p for p in _pages(html) if REMOTE_ASSET.search((html / p).read_text("utf-8"))]
+    assert offenders == [], f"pages that load scripts/styles/images from the network: {offenders}"
+
+
+def test_no_page_declares_an_inline_script_constant_twice(site):
+    """Two inline `const X = ...` of one name on a page are a SyntaxError (sphinx-thebe's
+    THEBE_JS_URL was, until sphinx_thebe left the extension list in book/_config.yml)."""
+    _, html = site
+    found = {}
+    for page in _pages(html):
+        text = (html / page).read_text("utf-8")
+        scripts = re.findall(r"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", text, re.S)
+        names = collections.Counter(n for s in scripts for n in re.findall(r"\bconst\s+(\w+)\s*=", s))
+        twice = sorted(n for n, k in names.items() if k > 1)
+        if twice:
+            found[page] = twice
+    assert found == {}
+
+
+def test_every_page_renders_offline_without_errors(site, driver):
+    base, html = site
+    problems, reports = _check_pages(driver, base, _pages(html), ARTIFACTS, _version())
     assert problems == [], "\n".join(problems)
-    assert "notebooks/01_elbo.html" in math_pages
+    assert reports["notebooks/01_elbo.html"]["maths"] > 0
+    for page in _pages(html):
+        assert (ARTIFACTS / (page.removesuffix(".html").replace("/", "_") + ".png")).exists()
+    intro = reports["index.html"]["text"]
+    assert "claims of three papers" in intro and len(intro.split()) > 200, \
+        "the landing page (book/intro.md) must have its content"
 
 
 def test_chapter_one_figure_and_screenshot(site, driver):
@@ -187,3 +338,135 @@ def test_chapter_one_figure_and_screenshot(site, driver):
     driver.execute_script("document.querySelector('figure').scrollIntoView({block: 'center'})")
     ARTIFACTS.mkdir(exist_ok=True)
     assert driver.save_screenshot(str(ARTIFACTS / "chapter1.png"))
+
+
+def _expected_pasted_texts(notebook: Path) -> list[str]:
+    """What each {glue:text}`key` (no format spec) of a chapter must show: the glued text as glued."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    glued = {}
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            name = (out.get("metadata", {}).get("scrapbook") or {}).get("name")
+            data = out.get("data", {})
+            text = data.get("application/papermill.record/text/plain", data.get("text/plain"))
+            if name and text is not None and not any("image/" in k for k in data):
+                glued[name] = text
+    expected = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for key in re.findall(r"\{glue:text\}`([^`:]+)(?::s)?`", cell.source):
+                text = glued[key]
+                try:
+                    value = ast.literal_eval(text)
+                except (SyntaxError, ValueError):
+                    value = None
+                expected.append(value if isinstance(value, str) else text)
+    return expected
+
+
+def test_glued_numbers_keep_their_format(site):
+    """A number glued as formatted text ("0.550", "-11.50") is pasted with every digit it was
+    glued with: myst-nb would read it back as a float (0.55); diffusion_study.notebook stops it."""
+    _, html = site
+    checked = 0
+    for chapter in _chapters():
+        expected = _expected_pasted_texts(ROOT / f"{chapter}.ipynb")
+        page = (html / f"{chapter}.html").read_text("utf-8")
+        pasted = collections.Counter(html_lib.unescape(re.sub(r"<[^>]+>", "", s))
+                                     for s in re.findall(r'<span class="pasted-text">(.*?)</span>', page, re.S))
+        missing = collections.Counter(expected) - pasted
+        assert not missing, f"{chapter}: glued text shown differently from how it was glued: {dict(missing)}"
+        checked += len(expected)
+    assert checked > 0
+    chapter_one = (html / "notebooks/01_elbo.html").read_text("utf-8")
+    trailing_zero = [t for t in _expected_pasted_texts(ROOT / "notebooks/01_elbo.ipynb")
+                     if re.fullmatch(r"-?\d+\.\d*0", t)]
+    assert trailing_zero, "chapter 1 glues numbers with a trailing zero (e.g. 1.640)"
+    assert all(f'<span class="pasted-text">{html_lib.escape(t, quote=False)}</span>' in chapter_one
+               for t in trailing_zero)
+
+
+def test_chapters_link_their_executed_notebook(site):
+    """Each chapter's download button gives its notebook as executed (outputs included)."""
+    import nbformat
+
+    _, html = site
+    for chapter in _chapters():
+        page = (html / f"{chapter}.html").read_text("utf-8")
+        name = Path(chapter).name
+        assert f'href="../_sources/{chapter}.ipynb"' in page, f"{chapter}: no link to its notebook"
+        nb = nbformat.read(str(html / "_sources" / f"{chapter}.ipynb"), as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+        assert code and all(c.execution_count for c in code), f"{name}: the download is not executed"
+        assert any(c.outputs for c in code)
+
+
+def test_generated_pages_show_every_result(site):
+    _, html = site
+    from diffusion_study.results import read_results
+
+    status = (html / "book/_generated/status.html").read_text("utf-8")
+    cite = (html / "book/_generated/cite.html").read_text("utf-8")
+    for record in read_results(ROOT / "results"):
+        commit = record["provenance"]["git_commit"]
+        assert commit[:7] in status and commit in status
+        for cid, claim in record["claims"].items():
+            assert re.search(rf"<td>\s*<p>{cid}</p>\s*</td>\s*<td>\s*<p>{claim['verdict']}</p>", status), cid
+    for pdf in sorted((ROOT / "results").glob("*/*.pdf")):
+        assert f"results/{pdf.parent.name}/{pdf.name}" in cite
+    text = html_lib.unescape(re.sub(r"<[^>]+>", "", cite))
+    assert "@software{diffusion_study" in text
+    assert text.count("@misc{") == len(list((ROOT / "results").glob("*/*.pdf")))
+    # The figures of a chapter in the book are numbered (a resolved {numref}).
+    assert re.search(r"Fig\.\s*1\.1", text)
+
+
+# --- the checks catch what they are meant to ------------------------------------------------
+
+_FAULTS = {
+    "ok": "# A fine page\n\nText and $x^2$ in line.\n",
+    "js-error": "# A page with a script error\n\n<script>notDefinedAnywhere();</script>\n\nText.\n",
+    "raw-glue": "# A page with an unrendered glue role\n\n<p>The value is {glue:text}`abar_T`.</p>\n",
+    "raw-role": "# A page with an unrendered reference\n\n<p>See {numref}`fig-x` and {cite:p}`key`.</p>\n",
+    "raw-tex": "# A page with raw TeX\n\n<p>An equation $$x = 1$$ that MathJax never saw.</p>\n",
+    "tex-error": "# A page with a TeX error\n\n$$\n\\frac{1}{2} + x^2^3\n$$\n",
+}
+
+
+def test_page_checks_fail_on_injected_faults(driver, tmp_path):
+    """A small book with one deliberate fault per page: each page's check must name its fault."""
+    src = tmp_path / "src"
+    (src / "book").mkdir(parents=True)
+    config = yaml.safe_load((ROOT / "book" / "_config.yml").read_text(encoding="utf-8"))
+    sphinx = config["sphinx"]["config"]  # the book's own configuration, its static files in place
+    sphinx["html_static_path"] = [str(ROOT / "book" / "_static")]
+    sphinx["html_favicon"] = str(ROOT / sphinx["html_favicon"])
+    config.pop("bibtex_bibfiles", None)
+    config["sphinx"]["config"]["extensions"].remove("sphinxcontrib.bibtex")
+    config["only_build_toc_files"] = True
+    (src / "book" / "_config.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    for name, text in _FAULTS.items():
+        (src / "book" / f"{name}.md").write_text(text, encoding="utf-8")
+    toc = {"format": "jb-book", "root": "book/ok",
+           "chapters": [{"file": f"book/{name}"} for name in _FAULTS if name != "ok"]}
+    (src / "book" / "_toc.yml").write_text(yaml.safe_dump(toc), encoding="utf-8")
+    # Not -W: the TeX error and the raw markup pass Sphinx; the browser must catch them.
+    html = _build(src, tmp_path / "out", src / "book" / "_config.yml", src / "book" / "_toc.yml", strict=False)
+    server, base = _serve(html)
+    try:
+        pages = [f"book/{name}.html" for name in _FAULTS]
+        problems, _ = _check_pages(driver, base, pages, tmp_path / "shots", _version())
+    finally:
+        server.shutdown()
+        server.server_close()
+    by_page = {p: [line for line in problems if line.startswith(p + ":")] for p in pages}
+    assert by_page["book/ok.html"] == [], by_page["book/ok.html"]
+    expect = {"js-error": "browser console error", "raw-glue": "unrendered glue",
+              "raw-role": "unrendered glue or roles", "raw-tex": "TeX left unrendered",
+              "tex-error": "MathJax errors"}
+    for name, words in expect.items():
+        found = by_page[f"book/{name}.html"]
+        assert any(words in line for line in found), f"{name}: the check missed it; found {found}"
+    assert any("notDefinedAnywhere" in line for line in by_page["book/js-error.html"])

@@ -97,7 +97,9 @@ def render(groups: list[dict], verdicts: dict[str, list[dict]], source: str) -> 
         "",
     ]
     for group in groups:
-        lines += [f"## {group['title']} {{cite:p}}`{group['cite']}`", ""]
+        # The heading is plain text (a role there shows raw in the page's contents); the
+        # citation goes in the sentence below it.
+        lines += [f"## {group['title']}", "", f"Claims of {{cite:t}}`{group['cite']}`.", ""]
         lines += ["| Claim | Verdict | Measured effect | Conditions | Evidence |",
                   "| --- | --- | --- | --- | --- |"]
         for claim in group["claims"]:
