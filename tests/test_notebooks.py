@@ -110,3 +110,21 @@ def test_an_unwritable_out_dir_is_refused_with_its_name(tmp_path):
     blocker.write_text("")
     with pytest.raises(ValueError, match="out_dir .* is not writable"):
         notebook._writable_out_dir(blocker / "sub")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_make_help_lists_every_parameter_with_its_profile_values(path):
+    from diffusion_study.notebook import chapter_parameters, describe
+
+    params, sizes = chapter_parameters(path)
+    text = describe(path)
+    for name, default, _ in params:
+        assert f"  {name} " in text
+        if default is None:  # set by the profile: every profile must give it
+            assert all(name in sizes[p] for p in ("smoke", "cpu", "gpu")), name
+
+
+def test_make_run_folders_are_unique_and_take_the_profile():
+    makefile = (ROOT / "Makefile").read_text()
+    run = makefile[makefile.index("\nrun:"):makefile.index("\nhelp:")]
+    assert "mktemp -d runs/" in run and "-p profile $(PROFILE)" in run

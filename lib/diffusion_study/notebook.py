@@ -249,7 +249,7 @@ def execute(
     src: str | Path,
     dest: str | Path | None = None,
     parameters: dict[str, Any] | None = None,
-    failed_dir: str | Path = "runs/failed",
+    failed_dir: str | Path | None = None,
 ) -> Path:
     """Execute notebook `src` with papermill, working directory = the output's folder.
 
@@ -277,7 +277,9 @@ def execute(
             cwd=str(target.parent), progress_bar=False,
         )
     except PapermillExecutionError as exc:
-        failed = Path(failed_dir) / src.name
+        from .results import _REPO
+
+        failed = Path(failed_dir if failed_dir is not None else _REPO / "runs" / "failed") / src.name
         failed.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(running, failed)
         trace = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(exc.traceback or []))
@@ -300,6 +302,39 @@ def execute(
     return target
 
 
+def chapter_parameters(path: str | Path) -> tuple[list[tuple[str, Any, str]], dict[str, dict[str, Any]]]:
+    """A chapter's parameters [(name, default, comment)] from its `parameters` cell, and its
+    per-profile sizes {profile: {name: value}} from the `SIZES = {...}` literal of its setup cell."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(Path(path), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    params = []
+    for line in code[0].source.splitlines():
+        match = re.match(r"\s*(\w+)\s*=\s*([^#]+?)\s*(?:#\s*(.*))?$", line)
+        if match:
+            params.append((match[1], ast.literal_eval(match[2]), match[3] or ""))
+    sizes: dict[str, dict[str, Any]] = {}
+    for cell in code[1:3]:
+        for node in ast.parse(cell.source).body:
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "SIZES":
+                sizes = ast.literal_eval(node.value)
+    return params, sizes
+
+
+def describe(path: str | Path) -> str:
+    """The text `make help` shows for a chapter: each parameter, its default and per-profile values."""
+    params, sizes = chapter_parameters(path)
+    lines = [f"{Path(path).stem}: make run NB={Path(path).stem} PARAMS=\"-p NAME VALUE ...\" [PROFILE=smoke|cpu|gpu]"]
+    for name, default, comment in params:
+        by_profile = ", ".join(f"{p} {sizes[p][name]!r}" for p in PROFILES if name in sizes.get(p, {}))
+        shown = f"default {default!r}" if default is not None or not by_profile else by_profile
+        lines.append(f"  {name:<12} {shown}" + (f"  # {comment}" if comment else ""))
+    return "\n".join(lines)
+
+
 def _parse_value(text: str) -> Any:
     """Parse a `-p NAME VALUE` value the way papermill's command line does (YAML scalars)."""
     import yaml
@@ -320,8 +355,14 @@ def main(argv: list[str] | None = None) -> int:
                     metavar=("NAME", "VALUE"))
     st = sub.add_parser("strip", help="remove per-run metadata in place")
     st.add_argument("notebooks", nargs="+", type=Path)
+    de = sub.add_parser("describe", help="each chapter's parameters with their per-profile values")
+    de.add_argument("notebooks", nargs="+", type=Path)
     args = parser.parse_args(argv)
 
+    if args.command == "describe":
+        for path in args.notebooks:
+            print(describe(path))
+        return 0
     if args.command == "strip":
         for path in args.notebooks:
             removed = strip_volatile_metadata(path)
