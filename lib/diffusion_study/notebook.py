@@ -316,12 +316,16 @@ def chapter_parameters(path: str | Path) -> tuple[list[tuple[str, Any, str]], di
         match = re.match(r"\s*(\w+)\s*=\s*([^#]+?)\s*(?:#\s*(.*))?$", line)
         if match:
             params.append((match[1], ast.literal_eval(match[2]), match[3] or ""))
-    sizes: dict[str, dict[str, Any]] = {}
+    known: dict[str, Any] = {}  # top-level constants of the setup cell (literals, dicts built from them)
     for cell in code[1:3]:
         for node in ast.parse(cell.source).body:
-            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "SIZES":
-                sizes = ast.literal_eval(node.value)
-    return params, sizes
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                try:  # the chapter's own constants, evaluated without builtins
+                    value = eval(compile(ast.Expression(node.value), "<sizes>", "eval"), {"__builtins__": {}}, known)
+                except Exception:
+                    continue
+                known[node.targets[0].id] = value
+    return params, known.get("SIZES", {})
 
 
 def describe(path: str | Path) -> str:
