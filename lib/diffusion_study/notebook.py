@@ -81,7 +81,7 @@ def setup_notebook(
 
     out_path = _writable_out_dir(Path(out_dir))
     shown = {"profile": profile, "seed": seed, "device": device, "threads": threads,
-             "out_dir": str(out_path) if out_path != Path(out_dir) else str(out_dir), **resolved}
+             "out_dir": str(out_path) if out_path != Path(out_dir).resolve() else str(out_dir), **resolved}
     print("\n".join(f"{k:>10} = {v!r}" for k, v in shown.items()))
     _glue_config(shown)
     return SimpleNamespace(**{**shown, "out_dir": out_path})
