@@ -179,3 +179,138 @@ def toy_split(name: str, n_train: int, n_test: int, seed: int = 0) -> tuple[Tens
     generator = torch.Generator().manual_seed(seed)
     return toy_dataset(name, n_train, generator), toy_dataset(name, n_test, generator)
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Class-conditional quantities of a mixture (labels = components; chapter 3)
+# ---------------------------------------------------------------------------------------------
+
+
+def gaussian_ring(k: int = 3, radius: float = 1.5, std: float = 0.75) -> GaussianMixture:
+    """k equal-weight isotropic Gaussians with means evenly spaced on a circle (the first at the top).
+
+    Chapter 3's labelled mixture: overlapping classes (the default's Bayes error is about 10%), so
+    guidance has precision to gain.
+    """
+    k = positive_int("k", k)
+    angle = math.pi / 2 + 2 * math.pi * torch.arange(k, dtype=torch.float64) / k
+    means = radius * torch.stack([angle.cos(), angle.sin()], 1)
+    covs = std**2 * torch.eye(2, dtype=torch.float64).expand(k, 2, 2).clone()
+    return GaussianMixture(torch.full((k,), 1.0 / k, dtype=torch.float64), means, covs)
+
+
+def _shared_components(mixture: GaussianMixture, z: Tensor, alpha, sigma):
+    """`GaussianMixture._components` for one noise level (scalar alpha, sigma): C_k is inverted once
+    instead of factorised per point (the samplers' case: one time per step). Same outputs."""
+    alpha, sigma = torch.as_tensor(alpha, dtype=torch.float64), torch.as_tensor(sigma, dtype=torch.float64)
+    if alpha.numel() != 1:
+        return mixture._components(z, alpha, sigma)
+    z = z.double()
+    cov = alpha**2 * mixture.covs + sigma**2 * torch.eye(mixture.dim, dtype=torch.float64)  # [K, D, D]
+    precision, logdet = torch.linalg.inv(cov), torch.linalg.slogdet(cov)[1]  # [K, D, D], [K]
+    diff = z[:, None, :] - alpha * mixture.means  # [N, K, D]
+    sol = torch.einsum("kde,nke->nkd", precision, diff)  # C^{-1} (z - alpha mu): [N, K, D]
+    log_comp = -0.5 * ((diff * sol).sum(-1) + logdet + mixture.dim * math.log(2 * math.pi))
+    return log_comp + mixture.weights.log(), sol, alpha.reshape(1, 1, 1)
+
+
+def class_score(mixture: GaussianMixture, z: Tensor, y: Tensor, alpha=1.0, sigma=0.0) -> Tensor:
+    """grad_z log q_t(y | z) of the noised mixture (label y = component): [N, D] float64.
+
+    = grad log N(z; alpha mu_y, C_y) - grad log q_t(z) = -C_y^{-1}(z - alpha mu_y) + sum_k r_k C_k^{-1}(z - alpha mu_k).
+    """
+    log_joint, sol, _ = _shared_components(mixture, z, alpha, sigma)
+    r = torch.softmax(log_joint, dim=-1)  # [N, K]
+    own = sol.gather(1, y.long().reshape(-1, 1, 1).expand(-1, 1, sol.shape[-1])).squeeze(1)  # [N, D]
+    return -own + (r.unsqueeze(-1) * sol).sum(1)
+
+
+def guided_score(mixture: GaussianMixture, z: Tensor, y: Tensor, gamma: float, alpha=1.0, sigma=0.0) -> Tensor:
+    """The guided score with exact ingredients, grad log q_t(z) + gamma grad log q_t(y | z): [N, D] float64.
+
+    At every t it is the score of q_t(z) q_t(y | z)^gamma (normalised), which is *not* the noised
+    tilted density p(x) p(y | x)^gamma pushed through q(z_t | x) (`TiltedDensity`) unless gamma = 1.
+    """
+    return mixture.score(z, alpha, sigma) + gamma * class_score(mixture, z, y, alpha, sigma)
+
+
+def conditional_posterior_mean(mixture: GaussianMixture, z: Tensor, y: Tensor, alpha, sigma) -> Tensor:
+    """E[x | z, y]: component y's posterior mean mu_y + alpha S_y C_y^{-1}(z - alpha mu_y); y = K (null) gives
+    the unconditional E[x | z]. z: [N, D], y: [N] -> [N, D] float64."""
+    log_joint, sol, alpha_ = _shared_components(mixture, z, alpha, sigma)
+    comp = mixture.means + alpha_ * (mixture.covs @ sol.unsqueeze(-1)).squeeze(-1)  # [N, K, D]
+    K = mixture.means.shape[0]
+    null = y.long() == K
+    pick = comp.gather(1, y.long().clamp(max=K - 1).reshape(-1, 1, 1).expand(-1, 1, comp.shape[-1])).squeeze(1)
+    mean = (torch.softmax(log_joint, -1).unsqueeze(-1) * comp).sum(1)
+    return torch.where(null.unsqueeze(-1), mean, pick)
+
+
+def conditional_denoiser(mixture: GaussianMixture, process):
+    """The Bayes-optimal conditional x0_hat(z_t, t, y) = E[x_0 | z_t, y] as an Oracle with `null_label` K
+    (y = K or y=None: unconditional), so `ClassifierFreeGuidance` can wrap it. z: [*batch, D]."""
+    from .denoiser import Oracle
+
+    K, D = mixture.means.shape
+
+    class ConditionalOracle(Oracle):
+        null_label = K
+        event_dims = 1
+
+        def batch_shape(self, z: Tensor) -> tuple[int, ...]:
+            return tuple(z.shape[:-1])
+
+        def forward(self, z: Tensor, t, y: Tensor | None = None) -> Tensor:
+            batch = z.shape[:-1]
+            y = torch.full(batch, K, dtype=torch.long) if y is None else y.expand(batch)
+            alpha, sigma = process.alpha(t).cpu(), process.sigma(t).cpu()
+            if alpha.ndim:  # per-example times; one time for the batch factorises C_k once
+                alpha, sigma = alpha.expand(batch).reshape(-1), sigma.expand(batch).reshape(-1)
+            flat = conditional_posterior_mean(mixture, z.reshape(-1, D).cpu(), y.reshape(-1).cpu(), alpha, sigma)
+            return flat.reshape(z.shape).to(z)
+
+    return ConditionalOracle(None, process)
+
+
+class TiltedDensity:
+    """p~(x) proportional to p(x) p(y | x)^gamma for a mixture, by quadrature on an n x n grid over [-lim, lim]^2.
+
+    `log_density(x)` (normalised on the grid), `sample(n)` (a grid cell by its mass, then uniform in the
+    cell), and `score(z, alpha, sigma)`: the score of p~ pushed through q(z_t | x) = N(alpha x, sigma^2 I),
+    sum_j r_j (alpha x_j - z) / sigma^2 with r_j proportional to p~(x_j) N(z; alpha x_j, sigma^2 I).
+    Accurate while sigma / alpha is several grid spacings (2 lim / n); at t = 0 the score is
+    `guided_score`'s by definition, which is what makes the comparison at t > 0 informative (chapter 3).
+    """
+
+    def __init__(self, mixture: GaussianMixture, y: int, gamma: float, lim: float = 5.0, n: int = 300):
+        self.mixture, self.y, self.gamma = mixture, int(y), float(gamma)
+        self.h = 2 * lim / positive_int("n", n)
+        axis = -lim + self.h * (torch.arange(n, dtype=torch.float64) + 0.5)
+        self.points = torch.cartesian_prod(axis, axis)  # [n^2, 2] cell centres
+        log_w = self._log_unnormalised(self.points)
+        self.log_norm = torch.logsumexp(log_w, 0) + 2 * math.log(self.h)
+        self.log_mass = log_w - torch.logsumexp(log_w, 0)  # [n^2], sums to one
+
+    def _log_unnormalised(self, x: Tensor) -> Tensor:
+        log_joint, _, _ = self.mixture._components(x, 1.0, 0.0)
+        log_p = torch.logsumexp(log_joint, -1)
+        return log_p + self.gamma * (log_joint[:, self.y] - log_p)
+
+    def log_density(self, x: Tensor) -> Tensor:
+        """log p~(x), [N] float64."""
+        return self._log_unnormalised(x.double()) - self.log_norm
+
+    def sample(self, n: int, generator=None) -> Tensor:
+        """n draws [n, 2] float32."""
+        cells = torch.multinomial(self.log_mass.exp(), positive_int("n", n), replacement=True, generator=generator)
+        jitter = (torch.rand(n, 2, generator=generator, dtype=torch.float64) - 0.5) * self.h
+        return (self.points[cells] + jitter).float()
+
+    def score(self, z: Tensor, alpha: float, sigma: float, chunk: int = 64) -> Tensor:
+        """grad log of p~ noised to alpha x + sigma eps at z: [N, 2] -> [N, 2] float64."""
+        out = []
+        for part in z.double().split(chunk):
+            sq = torch.cdist(part, alpha * self.points) ** 2  # [c, n^2]
+            r = torch.softmax(self.log_mass - sq / (2 * sigma**2), -1)
+            out.append((alpha * r @ self.points - part) / sigma**2)
+        return torch.cat(out)

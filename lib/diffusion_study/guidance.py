@@ -8,14 +8,38 @@ the plain conditional model:
 affine function of eps given z_t, so the classifier-free mix is the same in x0, eps or v;
 the wrappers mix x0_hat. The classifier term in x0 is
     x0~ = x0_hat + w sigma_t^2 / alpha_t grad_z log p(y | z_t),   since x0 = (z + sigma^2 score) / alpha.
+In scores both are grad log q_t(z) + gamma grad log q_t(y | z): gamma = 1 + w for classifier-free
+guidance and gamma = w for classifier guidance (`tilt_exponent`), so classifier-free w matches
+classifier guidance at 1 + w (chapter 3 compares them so).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
+from .predictions import to_eps
 from .schedules import coefficient
+
+
+def guidance_scale(value) -> float:
+    """`value` as a float if it is a finite number >= 0 (the weight w of the difference), else ValueError."""
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance scale must be a finite number >= 0, got {value!r}") from None
+    if not (math.isfinite(scale) and scale >= 0):
+        raise ValueError(f"guidance scale must be a finite number >= 0, got {value!r}")
+    return scale
+
+
+def tilt_exponent(scale: float, kind: str = "classifier-free") -> float:
+    """gamma with guided score = grad log q_t(z) + gamma grad log q_t(y | z): 1 + w for classifier-free
+    guidance (it starts from the conditional score), w for classifier guidance (from the unconditional)."""
+    w = guidance_scale(scale)
+    return 1 + w if kind == "classifier-free" else w
 
 
 class ClassifierFreeGuidance(nn.Module):
@@ -30,9 +54,7 @@ class ClassifierFreeGuidance(nn.Module):
         super().__init__()
         if getattr(model, "null_label", None) is None:
             raise ValueError("classifier-free guidance needs a conditional model (a network with num_classes > 0)")
-        if not scale >= 0:
-            raise ValueError(f"guidance scale must be >= 0, got {scale!r}")
-        self.model, self.scale, self.clip = model, float(scale), clip
+        self.model, self.scale, self.clip = model, guidance_scale(scale), clip
         self.process = model.process
 
     def forward(self, z: Tensor, t, y: Tensor) -> Tensor:
@@ -56,9 +78,7 @@ class ClassifierGuidance(nn.Module):
 
     def __init__(self, model: nn.Module, classifier: nn.Module, scale: float):
         super().__init__()
-        if not scale >= 0:
-            raise ValueError(f"guidance scale must be >= 0, got {scale!r}")
-        self.model, self.classifier, self.scale = model, classifier, float(scale)
+        self.model, self.classifier, self.scale = model, classifier, guidance_scale(scale)
         self.process = model.process
 
     def log_prob_grad(self, z: Tensor, t, y: Tensor) -> Tensor:
@@ -78,3 +98,17 @@ class ClassifierGuidance(nn.Module):
             return x0
         alpha, sigma = coefficient(self.process.alpha(t), z), coefficient(self.process.sigma(t), z)
         return x0 + (self.scale * sigma**2 / alpha) * self.log_prob_grad(z, t, y)
+
+
+@torch.no_grad()
+def guidance_direction(model: nn.Module, z: Tensor, t, y: Tensor) -> Tensor:
+    """The classifier-free difference as a score: (x0(z, t, y) - x0(z, t, null)) alpha_t / sigma_t^2
+    = -(eps(z, y) - eps(z, null)) / sigma_t, shaped like z. For an exact model it is
+    grad_z log q_t(y | z_t) (Bayes: log q_t(z | y) - log q_t(z) = log q_t(y | z) - log p(y)); chapter 3
+    compares a trained model's with the exact one. `model` is a conditional `Denoiser` with a null label.
+    """
+    dim = len(model.batch_shape(z)) - 1
+    both = model(torch.cat([z, z], dim), t, torch.cat([y, torch.full_like(y, model.null_label)], dim))
+    cond, uncond = both.chunk(2, dim)
+    alpha, sigma = (coefficient(v, z) for v in model.process.alpha_sigma(t).to(z).unbind(-1))
+    return -(to_eps("x0", cond, z, alpha, sigma) - to_eps("x0", uncond, z, alpha, sigma)) / sigma

@@ -102,3 +102,14 @@ def _torchvision(name: str, root: Path, train: bool) -> Tensor:
         ) from error
     data = torch.as_tensor(np.asarray(data))
     return data[:, None] if data.ndim == 3 else data.permute(0, 3, 1, 2).contiguous()  # [N, C, H, W]
+
+
+def digits_labels() -> tuple[Tensor, Tensor]:
+    """The class labels 0..9 of `load_image_dataset("digits")`: (train [1500], test [297]) int64, in
+    the same fixed order as its images (class-conditional models and classifiers, chapter 3)."""
+    from sklearn.datasets import load_digits
+
+    labels = torch.from_numpy(load_digits().target).long()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(DIGITS_SEED))
+    labels = labels[order]
+    return labels[:DIGITS_TRAIN], labels[DIGITS_TRAIN:]
