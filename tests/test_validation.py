@@ -86,3 +86,14 @@ def test_positive_int_accepts_integral_values():
     from diffusion_study.validation import positive_int
 
     assert positive_int("T", 3) == 3 and positive_int("T", 4.0) == 4 and positive_int("T", "5") == 5
+
+
+def test_positive_int_accepts_numpy_and_torch_integers():
+    import numpy as np
+
+    from diffusion_study.validation import positive_int
+
+    assert positive_int("T", np.int64(7)) == 7 and positive_int("T", np.float64(3.0)) == 3
+    assert positive_int("T", torch.tensor(5)) == 5
+    with pytest.raises(ValueError):
+        positive_int("T", np.bool_(True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 
 
@@ -19,7 +20,9 @@ def positive_int(name: str, value) -> int:
     raise ValueError naming the parameter: "abc", None, nan, inf, 2.5, 0 and True are all refused."""
     try:
         number = float(value) if isinstance(value, str) else value
-        ok = (not isinstance(number, bool) and isinstance(number, (int, float)) and math.isfinite(number)
+        if hasattr(number, "item") and getattr(number, "ndim", None) == 0:  # numpy / torch scalars
+            number = number.item()
+        ok = (not isinstance(number, bool) and isinstance(number, numbers.Real) and math.isfinite(number)
               and int(number) == number and int(number) > 0)
     except (TypeError, ValueError, OverflowError):
         ok = False
