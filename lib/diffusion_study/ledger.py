@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .results import IDENTITY_VERDICTS, read_results
+from .results import IDENTITY_VERDICTS, read_results, write_page
 
 NOT_TESTED = "not yet tested"
 
@@ -139,11 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
+    write_page(text, args.out)
     return 0
 
 

@@ -121,6 +121,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def write_page(text: str, out: Path | None) -> None:
+    """A generated page: to `out` (its folder created) or, without one, to standard output."""
+    if out is None:
+        import sys
+
+        sys.stdout.write(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+
+
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write `payload` as JSON to `path` via a temporary file and os.replace (never half-written)."""
     path = Path(path)

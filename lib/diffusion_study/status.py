@@ -21,7 +21,7 @@ import re
 import sys
 from pathlib import Path
 
-from .results import VERDICTS, read_results
+from .results import VERDICTS, read_results, write_page
 
 FAILING_VERDICTS = ("identity fails",)
 PASSING_VERDICTS = tuple(v for v in VERDICTS if v not in FAILING_VERDICTS)
@@ -241,11 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, json.JSONDecodeError) as exc:
         print(f"error: {exc!r}", file=sys.stderr)
         return 1
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
+    write_page(text, args.out)
     return 0
 
 
