@@ -88,3 +88,10 @@ def test_logsnr_cosine_hits_its_end_points():
     c = continuous_schedule("logsnr_cosine", logsnr_max=5.0, logsnr_min=-10.0)
     ends = c.log_snr(torch.tensor([0.0, 1.0], dtype=torch.float64))
     torch.testing.assert_close(ends, torch.tensor([5.0, -10.0], dtype=torch.float64))
+
+
+def test_a_lookup_at_one_time_reads_no_value_back_to_the_host():
+    """Indexing a table with a 0-dim tensor would call .item() (a GPU sync); on meta tensors that raises."""
+    s = discrete_schedule("cosine", 10).to("meta")
+    out = s.alpha_sigma(torch.tensor(0.5, dtype=torch.float64, device="meta"))
+    assert out.shape == (2,) and out.device.type == "meta"

@@ -188,7 +188,9 @@ class DiscreteSchedule(Schedule):
         return (t.double() * self.T).round().long()
 
     def _at(self, table: Tensor, t) -> Tensor:
-        return table[self.step_index(t).to(table.device)]
+        # index_select, not table[i]: indexing with a 0-dim tensor calls .item(), a host sync on a GPU
+        i = self.step_index(t).to(table.device)
+        return table.index_select(0, i.reshape(-1)).reshape(i.shape + table.shape[1:])
 
     def alpha_sigma(self, t) -> Tensor:
         """(sqrt(alpha_bar_i), sqrt(1 - alpha_bar_i)) at t = i / T: [*t.shape, 2] float64."""
