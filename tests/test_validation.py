@@ -97,3 +97,146 @@ def test_positive_int_accepts_numpy_and_torch_integers():
     assert positive_int("T", torch.tensor(5)) == 5
     with pytest.raises(ValueError):
         positive_int("T", np.bool_(True))
+
+
+# ----------------------------------------------------------------------------- shapes and dtypes at entry points
+# (issue 13, item 8): a wrong argument gets an error naming it and the expected shape or dtype, never
+# an AssertionError with bare shapes or torch's "mat1 and mat2 must have the same dtype".
+
+from diffusion_study.likelihood import bits_per_dim  # noqa: E402
+from diffusion_study.models import EnsembleMLP, TimeMLP, UNet, time_embedding  # noqa: E402
+from diffusion_study.objectives import GaussianDecoder, simple_loss, vlb_terms  # noqa: E402
+from diffusion_study.samplers import ancestral_sample, ddim_invert, ddim_sample, ddpm_sample  # noqa: E402
+from diffusion_study.validation import ShapeError, check_model_input  # noqa: E402
+
+
+def _mlp_model(num_classes=0):
+    return Denoiser(TimeMLP(2, 8, 1, 8, num_classes=num_classes), GaussianForward(discrete_schedule("cosine", 10)))
+
+
+def _ensemble_model():
+    return Denoiser(EnsembleMLP(3, 2, 8, 1, 8), GaussianForward(continuous_schedule("cosine")))
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda m: m(torch.randn(4, 2), torch.rand(3)), ShapeError,
+     r"^Denoiser: t must be 0-dim \(one time for all\) or of the batch shape \[4\], got \[3\]$"),
+    (lambda m: m(torch.randn(4, 3), torch.rand(4)), ShapeError,
+     r"^TimeMLP: z must have shape \[B, 2\] \(batch B, 2 features\), got \[4, 3\]$"),
+    (lambda m: m(torch.randn(4), torch.rand(4)), ShapeError, r"^Denoiser\(TimeMLP\): z must have shape \[B, 2\]"),
+    (lambda m: m(torch.randn(4, 2, dtype=torch.float64), torch.rand(4)), TypeError,
+     r"^TimeMLP: z is torch.float64 but the network's weights are torch.float32; pass z.to\(torch.float32\)"),
+    (lambda m: m(torch.ones(4, 2, dtype=torch.long), torch.rand(4)), TypeError,
+     r"^Denoiser: z must be a floating-point tensor \(float32 or float64\), got torch.int64; convert it with z.float"),
+    (lambda m: m(torch.randn(4, 2).numpy(), torch.rand(4)), TypeError,
+     r"^Denoiser: z must be a torch.Tensor, got ndarray"),
+    (lambda m: m.eps(torch.randn(4, 2), torch.rand(3)), ShapeError, r"^Denoiser: t must be 0-dim"),
+], ids=["t-shape", "feature-dim", "no-batch-dim", "float64-into-float32", "integer-z", "numpy-z", "eps-t-shape"])
+def test_denoiser_names_the_bad_argument(call, error, message):
+    with pytest.raises(error, match=message):
+        call(_mlp_model())
+
+
+def test_denoiser_accepts_a_0dim_time_and_the_batch_shape():
+    model = _ensemble_model()
+    z = torch.randn(3, 4, 2)
+    assert model(z, torch.tensor(0.5)).shape == z.shape
+    assert model(z, torch.rand(3, 4)).shape == z.shape
+    with pytest.raises(ShapeError, match=r"batch shape \[3, 4\], got \[4, 3\]"):
+        model(z, torch.rand(4, 3))
+
+
+@pytest.mark.parametrize(("net", "z", "t", "error", "message"), [
+    (TimeMLP(2, 8, 1, 8), torch.randn(4, 3), torch.rand(4), ShapeError, r"TimeMLP: z must have shape \[B, 2\]"),
+    (TimeMLP(2, 8, 1, 8), torch.randn(4, 2), torch.rand(4, 1), ShapeError,
+     r"TimeMLP: t must have z's batch shape \[B\] = \[4\] \(one time per example\), got \[4, 1\]"),
+    (EnsembleMLP(3, 2, 8, 1, 8), torch.randn(2, 4, 2), torch.rand(2, 4), ShapeError,
+     r"EnsembleMLP: z must have shape \[3, B, 2\] \(3 members, batch B, 2 features\), got \[2, 4, 2\]"),
+    (EnsembleMLP(3, 2, 8, 1, 8), torch.randn(3, 4, 2).double(), torch.rand(3, 4), TypeError,
+     r"EnsembleMLP: z is torch.float64 but the network's weights are torch.float32; pass z.to\(torch.float32\)"),
+    (UNet(1, base=8, mults=(1,)), torch.randn(2, 3, 8, 8), torch.rand(2), ShapeError,
+     r"UNet: z must have shape \[B, 1, H, W\] \(batch B, 1 channels, height H, width W\), got \[2, 3, 8, 8\]"),
+    (UNet(1, base=8, mults=(1,)), torch.randn(2, 1, 8, 8).double(), torch.rand(2), TypeError,
+     r"UNet: z is torch.float64 but the network's weights are torch.float32"),
+    (UNet(1, base=8, mults=(1,)), torch.ones(2, 1, 8, 8, dtype=torch.uint8), torch.rand(2), TypeError,
+     r"UNet: z must be a floating-point tensor"),
+], ids=["mlp-dim", "mlp-t", "ensemble-members", "ensemble-float64", "unet-channels", "unet-float64", "unet-uint8"])
+def test_networks_name_the_bad_input(net, z, t, error, message):
+    with pytest.raises(error, match=message):
+        net(z, t)
+
+
+def test_float64_networks_take_float64_input_and_labels_are_named():
+    net = TimeMLP(2, 8, 1, 8, num_classes=3).double()
+    assert net(torch.randn(4, 2, dtype=torch.float64), torch.rand(4)).dtype == torch.float64
+    with pytest.raises(ShapeError, match=r"TimeMLP: labels y must have the batch shape \[4\], got \[5\]"):
+        net(torch.randn(4, 2, dtype=torch.float64), torch.rand(4), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ShapeError, match=r"time_embedding: t must have shape \[B\], got \[2, 2\]"):
+        time_embedding(torch.rand(2, 2), 8)
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda m: simple_loss(m, torch.randn(8, 3)), ShapeError, r"^simple_loss: x must have shape \[B, 2\]"),
+    (lambda m: simple_loss(m, torch.randn(8, 2).double()), TypeError,
+     r"^simple_loss: x is torch.float64 but the network's weights are torch.float32; pass x.to\(torch.float32\)"),
+    (lambda m: simple_loss(m, torch.ones(8, 2, dtype=torch.long)), TypeError, r"^simple_loss: x must be a floating"),
+    (lambda m: vlb_terms(m, torch.randn(8, 2).double(), decoder=GaussianDecoder()), TypeError,
+     r"^vlb_terms: x is torch.float64 .*x.to\(torch.float32\)"),
+    (lambda m: vlb_terms(m, torch.randn(8, 1), decoder=GaussianDecoder()), ShapeError,
+     r"^vlb_terms: x must have shape \[B, 2\] \(batch B, 2 features\), got \[8, 1\]"),
+    (lambda m: bits_per_dim(m, torch.randn(8, 5), decoder=GaussianDecoder()), ShapeError,
+     r"^bits_per_dim: data must have shape \[B, 2\]"),
+    (lambda m: ddim_sample(m, torch.randn(8, 3), m.process.schedule.grid(5)), ShapeError,
+     r"^ddim_sample: x must have shape \[B, 2\] \(batch B, 2 features\), got \[8, 3\]"),
+    (lambda m: ddpm_sample(m, torch.randn(8, 2).double(), m.process.schedule.grid(5)), TypeError,
+     r"^ddpm_sample: x is torch.float64 .*pass x.to\(torch.float32\)"),
+    (lambda m: ancestral_sample(m, torch.ones(8, 2, dtype=torch.long), m.process.schedule.grid(5)), TypeError,
+     r"^ancestral_sample: x must be a floating-point tensor"),
+    (lambda m: ddim_invert(m, torch.randn(8, 3), m.process.schedule.grid(5)), ShapeError,
+     r"^ddim_invert: x must have shape \[B, 2\]"),
+], ids=["loss-dim", "loss-float64", "loss-int", "vlb-float64", "vlb-dim", "bpd-dim", "ddim-dim", "ddpm-float64",
+        "ancestral-int", "invert-dim"])
+def test_entry_points_name_the_bad_argument(call, error, message):
+    with pytest.raises(error, match=message):
+        call(_mlp_model())
+
+
+def test_labels_are_checked_at_the_entry_points():
+    model = _mlp_model(num_classes=3)
+    with pytest.raises(ShapeError, match=r"^simple_loss: labels y must have the batch shape \[8\], got \[7\]"):
+        simple_loss(model, torch.randn(8, 2), y=torch.zeros(7, dtype=torch.long))
+    with pytest.raises(ShapeError, match=r"^ddim_sample: labels y must have the batch shape \[8\], got \[8, 1\]"):
+        ddim_sample(model, torch.randn(8, 2), model.process.schedule.grid(3),
+                    {"y": torch.zeros(8, 1, dtype=torch.long)})
+
+
+def test_guidance_wrappers_are_checked_through_to_their_network():
+    from diffusion_study.guidance import ClassifierFreeGuidance
+
+    guided = ClassifierFreeGuidance(_mlp_model(num_classes=3), 1.0)
+    with pytest.raises(ShapeError, match=r"^ddim_sample: x must have shape \[B, 2\]"):
+        ddim_sample(guided, torch.randn(8, 3), guided.process.schedule.grid(3), {"y": torch.zeros(8, dtype=torch.long)})
+
+
+def test_samplers_check_once_before_the_loop_not_per_step(monkeypatch):
+    from diffusion_study import samplers
+
+    calls = []
+    real = samplers.check_model_input
+    monkeypatch.setattr(samplers, "check_model_input", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(Denoiser, "check_input", lambda *a, **k: pytest.fail("full check on a valid step"))
+    for clip in (None, (-3, 3)):  # the fast path (network called directly) and the generic one (model(z, t))
+        model = _mlp_model()
+        model.clip = clip
+        calls.clear()
+        out = ddim_sample(model, torch.randn(8, 2), model.process.schedule.grid(10))
+        assert out.shape == (8, 2) and calls == [1]
+
+
+def test_entry_checks_read_shapes_and_dtypes_only():
+    """On the meta device no value can be read: the checks pass without a host-device sync."""
+    model = _ensemble_model().to("meta")
+    check_model_input(model, torch.empty(3, 5, 2, device="meta"))
+    model.check_input(torch.empty(3, 5, 2, device="meta"), torch.empty(3, 5, device="meta"))
+    with pytest.raises(ShapeError, match=r"x must have shape \[3, B, 2\]"):
+        check_model_input(model, torch.empty(2, 5, 2, device="meta"))

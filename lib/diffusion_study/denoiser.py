@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from .predictions import PREDICTIONS, to_eps, to_x0
 from .processes import NeuralForward
 from .schedules import coefficient
-from .validation import choose
+from .validation import ShapeError, check_network_input, check_tensor, check_times_shape, choose, model_network
 
 _BOUND = "_diffusion_prediction"  # attribute a wrapped network keeps: the target it was declared for
 
@@ -63,11 +63,28 @@ class Denoiser(nn.Module):
         return tuple(z.shape[: z.ndim - (self.event_dims or z.ndim - 1)])
 
     def output(self, z: Tensor, t, y: Tensor | None = None) -> Tensor:
-        """The raw network output at (z, t), shaped like z."""
-        time = self.process.schedule.time(t).to(z.device).expand(self.batch_shape(z))
+        """The raw network output at (z, t), shaped like z. z: [*batch, *event], floating; t: 0-dim or
+        the batch shape (ShapeError / TypeError naming the argument otherwise)."""
+        if not (isinstance(z, Tensor) and z.is_floating_point()):
+            self.check_input(z, t)  # raises, naming the argument; the network checks z's shape and dtype
+        try:
+            time = self.process.schedule.time(t).to(z.device).expand(self.batch_shape(z))
+        except RuntimeError:  # t does not fit z's batch shape, or z not the network's: say which
+            self.check_input(z, t)
+            raise
         out = self.net(z, time) if y is None else self.net(z, time, y)
-        assert out.shape == z.shape, f"network output {tuple(out.shape)} != input {tuple(z.shape)}"
+        if out.shape != z.shape:
+            raise ShapeError(f"Denoiser: the network's output {list(out.shape)} must have z's shape {list(z.shape)}")
         return out
+
+    def check_input(self, z: Tensor, t=None, name: str = "z") -> None:
+        """Named errors for an input z (a floating tensor of the network's shape and dtype) and times t (0-dim
+        or z's batch shape): shapes and dtypes only, no device sync."""
+        check_tensor(name, z, where="Denoiser: ")
+        net = model_network(self.net)
+        if net is not None:
+            check_network_input(net, z, name=name, where=f"Denoiser({type(net).__name__}): ")
+        check_times_shape("t", t, self.batch_shape(z), where="Denoiser: ")
 
     def scales(self, t, like: Tensor):
         """(alpha_t, sigma_t, step) cast to `like` for the conversions in `predictions`."""
@@ -87,7 +104,13 @@ class Denoiser(nn.Module):
 
     def eps(self, z: Tensor, t, y: Tensor | None = None) -> Tensor:
         """eps_hat(z, t) = (z - alpha_t F(x0_hat, t)) / sigma_t, shaped like z (read directly when unclipped)."""
-        alpha, sigma, step = self.scales(t, z)
+        if not (isinstance(z, Tensor) and z.is_floating_point()):
+            self.check_input(z, t)
+        try:
+            alpha, sigma, step = self.scales(t, z)
+        except RuntimeError:
+            self.check_input(z, t)
+            raise
         if self.clip is None and not isinstance(self.process, NeuralForward):
             return to_eps(self.prediction, self.output(z, t, y), z, alpha, sigma, step)
         return (z - alpha * self.process.transform(self(z, t, y), t)) / sigma

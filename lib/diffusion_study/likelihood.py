@@ -29,7 +29,7 @@ from .objectives import (
     vlb_terms,
 )
 from .schedules import coefficient
-from .validation import positive_int
+from .validation import check_model_input, positive_int
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ def bits_per_dim(denoiser, data: Tensor, *, decoder, batch_size: int = 256, time
     `DiscretizedGaussianDecoder(levels)`. times / n_timesteps as in `vlb_terms`.
     """
     batch_size = positive_int("batch_size", batch_size)
+    check_model_input(denoiser, data, name="data", where="bits_per_dim: ")
     getattr(decoder, "check", check_finite)(data)  # range, grid, finiteness: once per call, before any work
     event_dims = event_dims_of(data, event_dims, denoiser)
     axis = data.ndim - event_dims - 1  # the examples' axis

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffusion_study.validation import choose, positive_int
+from diffusion_study.validation import ShapeError, check_labels, check_network_input, choose, positive_int
 
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -34,7 +34,8 @@ def time_embedding(t: Tensor, dim: int) -> Tensor:
     dim = positive_int("dim", dim)
     if dim % 2:
         raise ValueError(f"dim must be even, got {dim}")
-    assert t.ndim == 1, f"t must be [B], got {tuple(t.shape)}"
+    if t.ndim != 1:
+        raise ShapeError(f"time_embedding: t must have shape [B], got {list(t.shape)}")
     half = dim // 2
     freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t.device) / half)
     args = 1000.0 * t.float()[:, None] * freqs[None, :]  # [B, half]
@@ -56,9 +57,7 @@ def _check_labels(net: nn.Module, y: Tensor | None, batch_shape: tuple[int, ...]
     if not net.num_classes:
         raise ValueError(f"{type(net).__name__} is unconditional (num_classes=0); "
                          "call it without y")
-    if y.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"labels y must be an int64 or int32 tensor, got {y.dtype}")
-    assert tuple(y.shape) == tuple(batch_shape), f"y {tuple(y.shape)}, batch {tuple(batch_shape)}"
+    check_labels("y", y, batch_shape, where=f"{type(net).__name__}: ")
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -98,8 +97,10 @@ class TimeMLP(nn.Module):
             self.label_embedding = nn.Embedding(self.num_classes + 1, time_dim)
 
     def forward(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        B, D = z.shape
-        assert D == self.dim and t.shape == (B,), f"z {tuple(z.shape)}, t {tuple(t.shape)}"
+        if not (isinstance(z, Tensor) and isinstance(t, Tensor) and z.ndim == 2 and z.shape[1] == self.dim
+                and t.shape == z.shape[:1] and z.dtype == self.layers[0].weight.dtype):
+            check_network_input(self, z, t)  # raises, naming the argument and what it must be
+        B = z.shape[0]
         _check_labels(self, y, (B,))
         emb = time_embedding(t, self.time_dim).to(z.dtype)  # [B, time_dim]
         if self.num_classes:
@@ -148,9 +149,10 @@ class EnsembleMLP(nn.Module):
             self.label_embedding = nn.Parameter(table)  # [G, K + 1, time_dim]
 
     def forward(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        G, B, D = z.shape
-        assert (G, D) == (self.members, self.dim) and t.shape == (G, B), \
-            f"z {tuple(z.shape)}, t {tuple(t.shape)}"
+        if not (isinstance(z, Tensor) and isinstance(t, Tensor) and z.ndim == 3 and z.shape[0] == self.members
+                and z.shape[2] == self.dim and t.shape == z.shape[:2] and z.dtype == self.weights[0].dtype):
+            check_network_input(self, z, t)  # raises, naming the argument and what it must be
+        G, B, _ = z.shape
         _check_labels(self, y, (G, B))
         emb = time_embedding(t.reshape(G * B), self.time_dim).to(z.dtype).reshape(G, B, -1)
         if self.num_classes:
@@ -272,8 +274,10 @@ class UNet(nn.Module):
             self.label_embedding = nn.Embedding(self.num_classes + 1, t_dim)
 
     def forward(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        B, C, H, W = z.shape
-        assert C == self.channels and t.shape == (B,), f"z {tuple(z.shape)}, t {tuple(t.shape)}"
+        if not (isinstance(z, Tensor) and isinstance(t, Tensor) and z.ndim == 4 and z.shape[1] == self.channels
+                and t.shape == z.shape[:1] and z.dtype == self.inp.weight.dtype):
+            check_network_input(self, z, t)  # raises, naming the argument and what it must be
+        B = z.shape[0]
         _check_labels(self, y, (B,))
         temb = self.time(time_embedding(t, self.base).to(z.dtype))  # [B, t_dim]
         if self.num_classes:

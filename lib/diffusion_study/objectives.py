@@ -26,7 +26,7 @@ from . import rng
 from .predictions import target
 from .processes import NeuralForward
 from .schedules import coefficient
-from .validation import choose, positive_int
+from .validation import check_model_input, choose, positive_int
 
 REVERSE_VARIANCES = ("posterior", "beta")
 
@@ -58,6 +58,7 @@ def simple_loss(denoiser, x: Tensor, *, y: Tensor | None = None, generator=None,
     With labels y and p_uncond > 0 each label is replaced by the null label with probability
     p_uncond (classifier-free guidance training).
     """
+    check_model_input(denoiser, x, where="simple_loss: ", y=y)
     process, kind = denoiser.process, denoiser.prediction
     batch = denoiser.batch_shape(x)
     event_dims = x.ndim - len(batch)
@@ -246,6 +247,7 @@ def vlb_terms(denoiser, x: Tensor, *, decoder, times=None, variance: str = "post
     pair); decoder = -log p(x | z_{t_1}). n_timesteps=None sums every pair; an int M draws M
     pairs uniformly per example and rescales by (K - 1) / M (unbiased, cheaper).
     """
+    check_model_input(denoiser, x, where="vlb_terms: ", y=y)
     event_dims = event_dims_of(x, event_dims, denoiser)
     process = denoiser.process
     _refuse_noise_free(process)

@@ -7,7 +7,9 @@ finished figure through `save_figure`, which writes `<out_dir>/<name>.png` and
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import matplotlib.figure
@@ -61,7 +63,21 @@ def save_figure(fig: matplotlib.figure.Figure, name: str, out_dir: str | Path):
     """
     paths = figure_paths(name, out_dir)
     paths["png"].parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(paths["png"], format="png", dpi=DPI, metadata=_PNG_METADATA)
-    fig.savefig(paths["pdf"], format="pdf", metadata=_PDF_METADATA)
+    _save_atomic(fig, paths["png"], format="png", dpi=DPI, metadata=_PNG_METADATA)
+    _save_atomic(fig, paths["pdf"], format="pdf", metadata=_PDF_METADATA)
     plt.close(fig)
     return fig
+
+
+def _save_atomic(fig: matplotlib.figure.Figure, path: Path, **kwargs) -> None:
+    """savefig into a unique temporary file beside `path`, then rename it over `path`: a reader (the
+    book build, another run sharing out_dir) sees the old file or the new one, never a partial one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, **kwargs)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

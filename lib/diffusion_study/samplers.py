@@ -28,7 +28,7 @@ from .denoiser import Denoiser
 from .objectives import REVERSE_VARIANCES
 from .predictions import to_eps, to_x0
 from .processes import GaussianForward, StepCoefficients
-from .validation import choose, probability
+from .validation import check_model_input, choose, probability
 
 
 def time_grid(schedule, steps: int | None = None) -> Tensor:
@@ -105,6 +105,7 @@ def ddim_sample(model, x: Tensor, times, extra_args: dict | None = None, callbac
     callback({'i', 't', 'z', 'x0_hat'}) is called after every step.
     """
     eta = probability("eta", eta)
+    check_model_input(model, x, where="ddim_sample: ", y=(extra_args or {}).get("y"))
     process, times, table, std = _prepare(model, x, times, eta)
     extra_args = extra_args or {}
     mean = _step_means(model, process, x, times, table, extra_args, eta)
@@ -122,6 +123,7 @@ def ddim_sample(model, x: Tensor, times, extra_args: dict | None = None, callbac
 def ddpm_sample(model, x: Tensor, times, extra_args: dict | None = None, callback=None, *, generator=None,
                 progress: bool = False) -> Tensor:
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2): z_s ~ q(z_s | z_t, x0_hat), variance beta~_t."""
+    check_model_input(model, x, where="ddpm_sample: ", y=(extra_args or {}).get("y"))
     return ddim_sample(model, x, times, extra_args, callback, eta=1.0, generator=generator, progress=progress)
 
 
@@ -144,6 +146,7 @@ def ancestral_sample(model, x: Tensor, times, extra_args: dict | None = None, ca
     sigma-hat, "DDPM with the larger variance"). F = identity (Gaussian forward process) only.
     """
     choose("reverse variance", variance, REVERSE_VARIANCES)
+    check_model_input(model, x, where="ancestral_sample: ", y=(extra_args or {}).get("y"))
     process, times, table, _ = _prepare(model, x, times, 1.0)
     coefs = process.step_coefficients(times[1:], times[:-1], 1.0)
     var = coefs.posterior_var if variance == "posterior" else coefs.transition_var
@@ -171,6 +174,7 @@ def ddim_invert(model, x: Tensor, times, extra_args: dict | None = None, callbac
     approximation eps_hat(z_t, t) ~ eps_hat(z_s, t), whose error vanishes as the steps shrink.
     x: [*batch, *event] at times[-1]; returns z at times[0], shaped like x.
     """
+    check_model_input(model, x, where="ddim_invert: ", y=(extra_args or {}).get("y"))
     process = model.process
     times = process.schedule.check_times(times)
     if times.ndim != 1 or len(times) < 2 or not (torch.diff(times) < 0).all():
