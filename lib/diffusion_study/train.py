@@ -16,7 +16,9 @@ Pieces: train_step (one optimizer step, loss kept on the device), save_checkpoin
 load_checkpoint (atomic file I/O) and train (the loop). Distributed use follows nanoGPT: one
 process per device, init_process_group (with NCCL, torch.cuda.set_device(local_rank) first),
 the model wrapped in DistributedDataParallel before it is handed to train (see train's
-docstring for batches, seeds and checkpoints).
+docstring for batches, seeds and checkpoints). The command line, `python -m diffusion_study.train
+--help` (one process, or `torchrun --nproc_per_node=N -m diffusion_study.train ...`), trains and
+evaluates the image models of chapter 5 (`diffusion_study.cli`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from tqdm.auto import tqdm
 
 from diffusion_study.validation import positive_int, probability
 
+DRAWS = ("rank", "global")
 Batch = Tensor | tuple[Tensor, ...]
 LossFn = Callable[[nn.Module, Batch, torch.Generator], Tensor]
 
@@ -271,7 +274,9 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
           batch_size: int, lr: float = 1e-3, ema_decay: float | None = 0.999, seed: int = 0,
           checkpoint_path: str | Path | None = None, checkpoint_every: int = 1000,
           log_every: int = 50, progress: bool = True,
-          grad_clip: float | None = None) -> TrainResult:
+          grad_clip: float | None = None, draws: str = "rank",
+          callback: Callable[[int, nn.Module, nn.Module | None], None] | None = None,
+          callback_every: int | None = None) -> TrainResult:
     """Train `model` in place with Adam for `steps` optimizer steps in total.
 
     data: [N, ...], or a tuple of tensors with the same N such as (x, y); each step draws
@@ -298,6 +303,24 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
     resumed multi-rank run continues each rank's stream exactly; world_size is part of the
     config, so resuming with another world size is refused. Every rank reads the checkpoint at
     the start, so its folder must be shared by the ranks.
+
+    draws="global" (one model, not an ensemble) splits a global batch over the ranks instead:
+    every rank seeds its generator with `seed`, draws the indices of the global batch of
+    world_size * batch_size examples and keeps its own slice (rank r: examples r B .. (r+1) B - 1),
+    and the loss's random draws (`diffusion_study.rng`, leading dim B) are drawn for the global
+    batch and sliced the same way (`distributed.shard_draws`). The run then equals a one-process
+    run with batch world_size * batch_size up to the float order of DDP's gradient average, and
+    a checkpoint may be resumed on another number of ranks with the same global batch (the
+    config records the global batch, not world_size). Each rank draws world_size times the random
+    numbers of its own slice (on the CPU generator). The recorded losses are each rank's own
+    slice means (rank 0's are checkpointed).
+
+    callback(step, model, ema) runs on every rank after each step that is a multiple of
+    `callback_every` (after that step's checkpoint; e.g. an evaluation, which may be collective);
+    the model is put back in train mode after it.
+
+    Under torch.distributed a SIGTERM / SIGINT is acted on at the next log point, where the ranks
+    agree on it (one all_reduce), so that they all save and stop after the same step.
     """
     steps, batch_size = positive_int("steps", steps), positive_int("batch_size", batch_size)
     checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
@@ -313,16 +336,33 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
     if members is not None and grad_clip is not None:
         raise ValueError("grad_clip would couple the members of an ensemble; use grad_clip=None")
     size = _data_length(data)
+    if draws not in DRAWS:
+        raise ValueError(f"unknown draws {draws!r}; valid choices: {', '.join(map(repr, DRAWS))}")
+    if draws == "global" and members is not None:
+        raise ValueError("draws='global' splits one model's batch over the ranks; an ensemble needs draws='rank'")
+    if callback is not None:
+        callback_every = positive_int("callback_every", callback_every)
 
     rank, world = _rank(), _world_size()
+    shared = draws == "global"
     device = next(net.parameters()).device
-    generator = torch.Generator().manual_seed(rank_seed(seed, rank))
+    generator = torch.Generator().manual_seed(seed if shared else rank_seed(seed, rank))
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     ema = copy.deepcopy(net).requires_grad_(False).eval() if ema_decay is not None else None
     index_shape = (batch_size,) if members is None else (members, batch_size)
     config = {"batch_size": batch_size, "lr": float(lr), "ema_decay": ema_decay, "seed": seed,
               "members": members, "data_size": size, "world_size": world,
               "data": data_fingerprint(data), "loss": loss_identity(loss_fn)}
+    step_loss = loss_fn
+    if shared:  # the config of a global-batch run does not depend on the number of ranks
+        del config["world_size"]
+        config.update(batch_size=world * batch_size, draws="global")
+        if world > 1:
+            from diffusion_study.distributed import shard_draws
+
+            def step_loss(model_, batch_, generator_, _loss=loss_fn):
+                with shard_draws(rank, world):
+                    return _loss(model_, batch_, generator_)
     logged: list[Tensor] = []  # host copies, [k] or [k, G]
     pending: list[Tensor] = []  # device losses [] or [G] not yet copied
     start = 0
@@ -371,7 +411,8 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
         if not all(torch.isfinite(p).all() for p in net.parameters()):
             raise FloatingPointError(f"non-finite parameters after step {step} (a non-finite gradient); "
                                      f"not checkpointed; last good checkpoint: {path} at step {good['step']}")
-        generators = _generator_states(generator, world)  # collective: before the rank test
+        # collective: before the rank test (a global-batch run's ranks share one generator state)
+        generators = generator.get_state() if shared else _generator_states(generator, world)
         good["step"] = step
         if rank == 0:
             save_checkpoint(path, {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
@@ -383,25 +424,36 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
     on_cpu = device.type == "cpu"
     began = time.perf_counter()
     model.train()
+    draw_shape = (world * batch_size,) if shared else index_shape
+    mine = slice(rank * batch_size, (rank + 1) * batch_size)
     with _deferred_stop() as stop:
         try:
             for step in range(start, steps):
-                index = torch.randint(size, index_shape, generator=generator)
-                batch = _batch(data, index, device)
-                pending.append(train_step(model, optimizer, loss_fn, batch, generator, grad_clip=grad_clip,
+                index = torch.randint(size, draw_shape, generator=generator)
+                batch = _batch(data, index[mine] if shared else index, device)
+                pending.append(train_step(model, optimizer, step_loss, batch, generator, grad_clip=grad_clip,
                                           expected_shape=index_shape))
                 if ema is not None:
                     _ema_update(ema, net, ema_decay_at(step, ema_decay))
                 bar.update(1)
                 last = step == steps - 1
-                checkpoint = path is not None and ((step + 1) % checkpoint_every == 0 or last or stop.signum)
+                at_log = (step + 1) % log_every == 0 or last or (path is not None and (step + 1) % checkpoint_every == 0)
+                if world > 1:  # the ranks agree on a signal at log points only (one all_reduce there)
+                    signum = _agreed_signal(stop.signum, device) if at_log else 0
+                else:
+                    signum = stop.signum
+                checkpoint = path is not None and ((step + 1) % checkpoint_every == 0 or last or signum)
                 if on_cpu:  # free here: name the exact step and its batch
                     check(step, pending[-1][None], batch)
-                if (step + 1) % log_every == 0 or checkpoint or last or stop.signum:
+                if at_log or checkpoint or signum:
                     log(step)
                 if checkpoint:
                     save(step + 1)
-                if stop.signum:
+                if callback is not None and (step + 1) % callback_every == 0 and not signum:
+                    callback(step + 1, net, ema)
+                    model.train()
+                if signum:
+                    stop.signum = signum
                     where = f"checkpoint {path}" if path is not None else "no checkpoint_path, nothing saved"
                     print(f"stopped at step {step + 1}; {where}; rerun the same command to resume",
                           file=sys.stderr)
@@ -410,6 +462,13 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
             bar.close()
     return TrainResult(net, ema, _losses(logged, members), steps, start,
                        time.perf_counter() - began)
+
+
+def _agreed_signal(signum: int, device: torch.device) -> int:
+    """The largest signal number any rank has received (0: none): one all_reduce, a host sync."""
+    flag = torch.tensor([signum], dtype=torch.int64, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item())
 
 
 def _non_finite_message(step: int, loss: Tensor, batch, path, good_step) -> str:
@@ -466,3 +525,9 @@ def _losses(logged: list[Tensor], members: int | None) -> Tensor:
     if logged:
         return torch.cat(logged)
     return torch.zeros((0,) if members is None else (0, members))
+
+
+if __name__ == "__main__":  # python -m diffusion_study.train ... (see diffusion_study.cli)
+    from diffusion_study.cli import main
+
+    sys.exit(main())
