@@ -158,7 +158,7 @@ def test_two_ranks_with_torchrun_equal_one_process(tmp_path):
     assert again["metrics"]["resumed_from"] == 4  # nothing trained
     for kind in ("discrete_bound", "continuous_bound"):
         for key in ("bits_per_dim", "stderr"):
-            assert abs(one["metrics"][kind][key] - again["metrics"][kind][key]) < 1e-9
+            assert abs(one["metrics"][kind][key] - again["metrics"][kind][key]) < 1e-6  # sums all-reduced in another order: float rounding
         assert again["metrics"][kind]["n"] == 24
 
 
