@@ -64,6 +64,13 @@ DEADLINE = None  # time.perf_counter() value after which `interleaved` stops add
 MIN_ROUNDS = 3
 
 
+def add_run_arguments(parser) -> None:
+    """The options every benchmark script shares: --budget (see `budget`) and --out (the result JSON)."""
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds after which timings stop adding rounds (at least 3 each; run_all sets it)")
+    parser.add_argument("--out", default=None)
+
+
 def budget(seconds: float | None) -> None:
     """Let this process's interleaved timings stop early (after MIN_ROUNDS timed rounds) once `seconds`
     have passed: on a loaded machine a benchmark reports fewer rounds instead of overrunning."""

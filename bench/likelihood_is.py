@@ -46,9 +46,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--T", type=int, default=1000)
-    parser.add_argument("--budget", type=float, default=None,
-                        help="seconds after which timings stop adding rounds (at least 3 each; run_all sets it)")
-    parser.add_argument("--out", default=None)
+    common.add_run_arguments(parser)
     args = parser.parse_args()
     common.budget(args.budget)
     torch.set_num_threads(args.threads)

@@ -214,9 +214,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps per timed repeat (CPU 2, CUDA 20)")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (CPU 5, CUDA 5)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--budget", type=float, default=None,
-                        help="seconds after which timings stop adding rounds (at least 3 each; run_all sets it)")
-    parser.add_argument("--out", default=None)
+    common.add_run_arguments(parser)
     args = parser.parse_args()
     common.budget(args.budget)
     cuda = args.device == "cuda"
