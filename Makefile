@@ -80,16 +80,16 @@ BOOK_CONFIG_CMD := @echo "BOOK_JUPYTERHUB_URL needs BOOK_REPOSITORY_URL (the hub
 endif
 else
 export BOOK_REPOSITORY_URL BOOK_REPOSITORY_BRANCH BOOK_JUPYTERHUB_URL
-BOOK_CONFIG_CMD := $(PY) -m diffusion_study.citation book-config --out $(BOOK_CONFIG)
+BOOK_CONFIG_CMD := $(PY) -m diffusion_study.book.citation book-config --out $(BOOK_CONFIG)
 endif
 
 ifeq ($(PROFILE),cpu)
 book: $(STAMP) $(MATHJAX)
-	$(PY) -m diffusion_study.notebook execute $(NOTEBOOKS)
-	$(PY) -m diffusion_study.ledger --results results --claims book/claims.yml --out book/_generated/claims.md
-	$(PY) -m diffusion_study.status --results results --toc book/_toc.yml --notebooks notebooks \
+	$(PY) -m diffusion_study.book.notebook execute $(NOTEBOOKS)
+	$(PY) -m diffusion_study.book.ledger --results results --claims book/claims.yml --out book/_generated/claims.md
+	$(PY) -m diffusion_study.book.status --results results --toc book/_toc.yml --notebooks notebooks \
 		--out book/_generated/status.md
-	$(PY) -m diffusion_study.citation cite-page --results results --notebooks notebooks --toc book/_toc.yml \
+	$(PY) -m diffusion_study.book.citation cite-page --results results --notebooks notebooks --toc book/_toc.yml \
 		--out book/_generated/cite.md
 	$(BOOK_CONFIG_CMD)
 	$(JB) build . --config $(BOOK_CONFIG) --toc book/_toc.yml $(JBFLAGS)
@@ -99,12 +99,12 @@ else
 # copy of the book's sources is executed and rendered under runs/$(PROFILE)/.
 book: $(STAMP) $(MATHJAX)
 	rm -rf runs/$(PROFILE) && mkdir -p runs/$(PROFILE) && cp -r book runs/$(PROFILE)/book
-	$(PY) -m diffusion_study.notebook execute --dest runs/$(PROFILE)/notebooks -p profile $(PROFILE) $(NOTEBOOKS)
-	$(PY) -m diffusion_study.ledger --results runs/$(PROFILE)/results --claims book/claims.yml \
+	$(PY) -m diffusion_study.book.notebook execute --dest runs/$(PROFILE)/notebooks -p profile $(PROFILE) $(NOTEBOOKS)
+	$(PY) -m diffusion_study.book.ledger --results runs/$(PROFILE)/results --claims book/claims.yml \
 		--out runs/$(PROFILE)/book/_generated/claims.md
-	$(PY) -m diffusion_study.status --results runs/$(PROFILE)/results --toc book/_toc.yml \
+	$(PY) -m diffusion_study.book.status --results runs/$(PROFILE)/results --toc book/_toc.yml \
 		--notebooks runs/$(PROFILE)/notebooks --out runs/$(PROFILE)/book/_generated/status.md
-	$(PY) -m diffusion_study.citation cite-page --results runs/$(PROFILE)/results \
+	$(PY) -m diffusion_study.book.citation cite-page --results runs/$(PROFILE)/results \
 		--notebooks runs/$(PROFILE)/notebooks --toc book/_toc.yml --out runs/$(PROFILE)/book/_generated/cite.md
 	$(BOOK_CONFIG_CMD)
 	cd runs/$(PROFILE) && $(CURDIR)/$(JB) build . --config $(CURDIR)/$(BOOK_CONFIG) --toc book/_toc.yml $(JBFLAGS)
@@ -116,7 +116,7 @@ endif
 run: $(STAMP)
 	@test -n "$(NB)" || { echo 'usage: make run NB=01_elbo PARAMS="-p T 4000" [PROFILE=smoke]'; exit 2; }
 	@test -f notebooks/$(NB).ipynb || { echo "no such notebook: notebooks/$(NB).ipynb (see make help)"; exit 2; }
-	$(PY) -m diffusion_study.notebook check --cwd notebooks -p profile $(PROFILE) $(PARAMS) notebooks/$(NB).ipynb && \
+	$(PY) -m diffusion_study.book.notebook check --cwd notebooks -p profile $(PROFILE) $(PARAMS) notebooks/$(NB).ipynb && \
 	mkdir -p runs && dir=$$(mktemp -d runs/$(NB)-$$(date -u +%Y%m%dT%H%M%SZ)-XXXX) && \
 	$(VENV)/bin/papermill notebooks/$(NB).ipynb $$dir/$(NB).ipynb --cwd notebooks \
 		-p profile $(PROFILE) -p out_dir "$(CURDIR)/$$dir" $(PARAMS) && \
@@ -132,7 +132,7 @@ help: $(STAMP)
 	@echo "  make mathjax | browser-deps | clean"
 	@echo
 	@echo "Chapters and their parameters (None: set by the profile):"
-	@$(PY) -m diffusion_study.notebook describe $(NOTEBOOKS)
+	@$(PY) -m diffusion_study.book.notebook describe $(NOTEBOOKS)
 
 # The peers are installed for the benchmarks only (optional group `bench`; `make test` never needs them).
 # BENCH_BOOK=1 also executes the whole book to time each chapter (else the recorded times are read).

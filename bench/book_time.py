@@ -6,7 +6,7 @@ clock from its setup cell to its `write_result` call, i.e. its computation, with
 the cells after the results are written), with the commit, device and date of that run.
 
 With BENCH_BOOK=1: every chapter is executed afresh at the default profile into a temporary folder
-(`python -m diffusion_study.notebook execute --dest <tmp> notebooks/NN.ipynb`, the committed notebooks
+(`python -m diffusion_study.book.notebook execute --dest <tmp> notebooks/NN.ipynb`, the committed notebooks
 and results untouched) and the wall time of each command is recorded (kernel start-up included).
 
     .venv/bin/python bench/book_time.py                  # recorded times (seconds)
@@ -49,11 +49,11 @@ def executed(timeout: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "diffusion_study.notebook", "execute", "--dest", tmp,
+            done = subprocess.run([sys.executable, "-m", "diffusion_study.book.notebook", "execute", "--dest", tmp,
                                    str(nb.relative_to(REPO))], cwd=REPO, timeout=timeout)
             chapters[nb.stem] = {"seconds": time.perf_counter() - start, "profile": "cpu",
                                  "returncode": done.returncode,
-                                 "source": "executed now: python -m diffusion_study.notebook execute --dest <tmp>"}
+                                 "source": "executed now: python -m diffusion_study.book.notebook execute --dest <tmp>"}
             print(f"{nb.stem}: {chapters[nb.stem]['seconds']:.0f} s (rc {done.returncode})", flush=True)
     return chapters
 

@@ -8,7 +8,7 @@ whole round, so it cancels in that round's ratio). On a shared machine the paire
 one to read.
 
 Each benchmark writes bench/results/<name>.json through `write_result`: its parameters, every
-timing, the peers' versions and the provenance of `diffusion_study.results.provenance` (git
+timing, the peers' versions and the provenance of `diffusion_study.book.results.provenance` (git
 commit and dirty files, versions, device, time), plus the machine's load average.
 """
 
@@ -26,7 +26,7 @@ RESULTS = REPO / "bench" / "results"
 if str(REPO / "lib") not in sys.path:
     sys.path.insert(0, str(REPO / "lib"))
 
-from diffusion_study.results import provenance, write_json_atomic  # noqa: E402
+from diffusion_study.book.results import provenance, write_json_atomic
 
 PEERS = {"diffusers": "diffusers", "denoising_diffusion_pytorch": "denoising-diffusion-pytorch"}
 

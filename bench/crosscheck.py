@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from diffusion_study.denoiser import Denoiser  # noqa: E402
-from diffusion_study.processes import GaussianForward  # noqa: E402
-from diffusion_study.samplers import ddim_sample, ddpm_sample  # noqa: E402
-from diffusion_study.schedules import discrete_schedule  # noqa: E402
+from diffusion_study.core.denoiser import Denoiser
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.samplers import ddim_sample, ddpm_sample
+from diffusion_study.core.schedules import discrete_schedule
 
 OURS = {"linear": "linear", "squaredcos_cap_v2": "cosine"}
 DATA_STD = 0.5

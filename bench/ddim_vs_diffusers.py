@@ -11,11 +11,10 @@ import time
 
 import torch
 from diffusers import DDIMScheduler
-
-from diffusion_study.denoiser import Denoiser
-from diffusion_study.processes import GaussianForward
-from diffusion_study.samplers import ddim_sample
-from diffusion_study.schedules import discrete_schedule
+from diffusion_study.core.denoiser import Denoiser
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.samplers import ddim_sample
+from diffusion_study.core.schedules import discrete_schedule
 
 
 def main(repeats: int = 15, steps: int = 50) -> None:

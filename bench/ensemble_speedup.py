@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from diffusion_study.models import EnsembleMLP, TimeMLP  # noqa: E402
+from diffusion_study.nets.models import EnsembleMLP, TimeMLP
 
 ARCH = {"dim": 2, "hidden": 20, "depth": 2, "time_dim": 32, "activation": "relu"}
 BATCH, LR, N = 64, 1e-3, 10_000

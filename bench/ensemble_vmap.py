@@ -26,10 +26,9 @@ import os
 import statistics
 import time
 
-import torch
-
 import common
-from diffusion_study.models import EnsembleMLP, TimeMLP
+import torch
+from diffusion_study.nets.models import EnsembleMLP, TimeMLP
 
 ARCH = {"dim": 2, "hidden": 20, "depth": 2, "time_dim": 8, "activation": "relu"}
 BATCH, LR = 64, 1e-3

@@ -20,18 +20,21 @@ import time
 from pathlib import Path
 
 import torch
-
-from diffusion_study.data import two_gaussians
-from diffusion_study.denoiser import Denoiser
-from diffusion_study.images import load_image_dataset
-from diffusion_study.likelihood import bits_per_dim
-from diffusion_study.models import TimeMLP, UNet, count_parameters
-from diffusion_study.objectives import DiscretizedGaussianDecoder, GaussianDecoder, simple_loss
-from diffusion_study.processes import GaussianForward
-from diffusion_study.results import provenance, write_json_atomic
-from diffusion_study.samplers import ddim_sample
-from diffusion_study.schedules import discrete_schedule
-from diffusion_study.train import train
+from diffusion_study.book.results import provenance, write_json_atomic
+from diffusion_study.core.denoiser import Denoiser
+from diffusion_study.core.likelihood import bits_per_dim
+from diffusion_study.core.objectives import (
+    DiscretizedGaussianDecoder,
+    GaussianDecoder,
+    simple_loss,
+)
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.samplers import ddim_sample
+from diffusion_study.core.schedules import discrete_schedule
+from diffusion_study.data.images import load_image_dataset
+from diffusion_study.data.toy2d import two_gaussians
+from diffusion_study.nets.models import TimeMLP, UNet, count_parameters
+from diffusion_study.training.loop import train
 
 
 def sync(device: str) -> None:

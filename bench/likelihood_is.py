@@ -26,17 +26,16 @@ import os
 import statistics
 import time
 
-import torch
-
 import common
-from diffusion_study.denoiser import Denoiser
-from diffusion_study.images import load_image_dataset
-from diffusion_study.likelihood import bits_per_dim
-from diffusion_study.models import TimeMLP, count_parameters
-from diffusion_study.objectives import DiscretizedGaussianDecoder, simple_loss
-from diffusion_study.processes import GaussianForward
-from diffusion_study.schedules import discrete_schedule
-from diffusion_study.train import train
+import torch
+from diffusion_study.core.denoiser import Denoiser
+from diffusion_study.core.likelihood import bits_per_dim
+from diffusion_study.core.objectives import DiscretizedGaussianDecoder, simple_loss
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.schedules import discrete_schedule
+from diffusion_study.data.images import load_image_dataset
+from diffusion_study.nets.models import TimeMLP, count_parameters
+from diffusion_study.training.loop import train
 
 
 def main() -> None:

@@ -1,15 +1,15 @@
 """What one NDM training step costs next to DDPM's: network calls (counted) and wall time (measured).
 
-Both sides use the same x_hat network (`ndm.PreconditionedX0` around a TimeMLP / EnsembleMLP /
+Both sides use the same x_hat network (`transforms.PreconditionedX0` around a TimeMLP / EnsembleMLP /
 UNet, prediction 'x0'); NDM adds an F network of the same architecture and size
-(`ndm.mlp_forward` / `ndm.unet_forward`, F = x + t net). Every variant is one Adam step
+(`transforms.mlp_forward` / `transforms.unet_forward`, F = x + t net). Every variant is one Adam step
 (zero_grad, backward of the mean loss, step) on the same batch, from a fixed initialisation:
 
     ddpm_bound    DDPM (F = identity) on the discrete bound, `vlb_terms(..., n_timesteps=1)`
                   (T = 1000 on the logsnr_cosine grid: one KL term per example, prior, decoder)
     ndm_bound     NDM on the same bound (the chapter's training loss)
     ddpm_simple   DDPM on L_simple for the same x0-predicting network (`simple_loss`): the cheapest step
-    ddpm_cont     DDPM on the continuous bound (`ndm.continuous_bound_terms`, F = identity: VDM)
+    ddpm_cont     DDPM on the continuous bound (`continuous_time.continuous_bound_terms`, F = identity: VDM)
     ndm_cont      NDM on the continuous bound (F and dF/dt by torch.func.jvp, then backward through it)
 
 Configurations (`--configs`):
@@ -18,7 +18,7 @@ Configurations (`--configs`):
     ensemble   chapter 4's: EnsembleMLP of G = 15 members (hidden 64, depth 3), batch [15, 64, 2]
     unet       UNet(1, base 32, mults (1, 2)) for x_hat and for F, batch [32, 1, 28, 28] (slow on a CPU)
 
-Network calls per step are counted with forward hooks (`ndm.CallCounter`); repeats are
+Network calls per step are counted with forward hooks (`ndm_2d.CallCounter`); repeats are
 interleaved (every variant once per round, the order rotated) after untimed warm-up rounds, and
 medians are reported; every ratio is between medians of this one run.
 
@@ -38,14 +38,16 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "lib"))
-from diffusion_study import ndm  # noqa: E402
-from diffusion_study.data import checkerboard  # noqa: E402
-from diffusion_study.denoiser import Denoiser  # noqa: E402
-from diffusion_study.models import EnsembleMLP, TimeMLP, UNet, count_parameters  # noqa: E402
-from diffusion_study.objectives import GaussianDecoder, simple_loss, vlb_terms  # noqa: E402
-from diffusion_study.processes import GaussianForward  # noqa: E402
-from diffusion_study.results import provenance, write_json_atomic  # noqa: E402
-from diffusion_study.schedules import continuous_schedule, logsnr_cosine_schedule  # noqa: E402
+from diffusion_study.book.results import provenance, write_json_atomic
+from diffusion_study.core import continuous_time
+from diffusion_study.core.denoiser import Denoiser
+from diffusion_study.core.objectives import GaussianDecoder, simple_loss, vlb_terms
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.schedules import continuous_schedule, logsnr_cosine_schedule
+from diffusion_study.data.toy2d import checkerboard
+from diffusion_study.nets import transforms
+from diffusion_study.nets.models import EnsembleMLP, TimeMLP, UNet, count_parameters
+from diffusion_study.studies import ndm_2d
 
 LOGSNR = {"logsnr_max": 10.0, "logsnr_min": -10.0}
 VARIANTS = ("ddpm_bound", "ndm_bound", "ddpm_simple", "ddpm_cont", "ndm_cont")
@@ -59,15 +61,15 @@ def networks(config: str, seed: int):
     if config == "mlp":
         x = checkerboard(256, torch.Generator().manual_seed(seed))
         return (lambda: TimeMLP(2, 128, 3, 32, "silu"),
-                lambda sched: ndm.mlp_forward(sched, hidden=128, depth=3), x)
+                lambda sched: transforms.mlp_forward(sched, hidden=128, depth=3), x)
     if config == "ensemble":
         G = 15
         x = checkerboard(G * 64, torch.Generator().manual_seed(seed)).reshape(G, 64, 2)
         return (lambda: EnsembleMLP(G, 2, 64, 3, 32, "silu"),
-                lambda sched: ndm.mlp_forward(sched, hidden=64, depth=3, members=G), x)
+                lambda sched: transforms.mlp_forward(sched, hidden=64, depth=3, members=G), x)
     if config == "unet":
         x = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-        return (lambda: UNet(1, 32, (1, 2)), lambda sched: ndm.unet_forward(sched, 1, 32, (1, 2)), x)
+        return (lambda: UNet(1, 32, (1, 2)), lambda sched: transforms.unet_forward(sched, 1, 32, (1, 2)), x)
     raise ValueError(f"unknown configuration {config!r}")
 
 
@@ -78,7 +80,7 @@ def variant(name: str, config: str, seed: int):
     continuous = continuous_schedule("logsnr_cosine", **LOGSNR)
     sched = continuous if name.endswith("cont") else discrete
     torch.manual_seed(seed)
-    x_net = ndm.PreconditionedX0(make_x(), sched, data_std=float(x.std()))
+    x_net = transforms.PreconditionedX0(make_x(), sched, data_std=float(x.std()))
     process = GaussianForward(sched) if name.startswith("ddpm") else make_f(sched)
     if name.startswith("ndm"):  # a trained F is not the identity: give its last layer weights
         torch.nn.init.normal_(list(process.net.parameters())[-2], std=0.05)
@@ -87,7 +89,7 @@ def variant(name: str, config: str, seed: int):
     if name.endswith("bound"):
         loss = lambda m, g: vlb_terms(m, x, decoder=decoder, n_timesteps=1, generator=g).total  # noqa: E731
     elif name.endswith("cont"):
-        loss = lambda m, g: ndm.continuous_bound_terms(m, x, decoder=decoder, generator=g).total  # noqa: E731
+        loss = lambda m, g: continuous_time.continuous_bound_terms(m, x, decoder=decoder, generator=g).total  # noqa: E731
     else:
         loss = lambda m, g: simple_loss(m, x, generator=g)  # noqa: E731
     return model, loss, getattr(process, "net", None)
@@ -108,7 +110,7 @@ def step_fn(model, loss, seed: int):
 
 def count_calls(model, loss, f_net) -> dict:
     modules = {"x_hat": model.net.net} | ({"F": f_net} if f_net is not None else {})
-    with ndm.CallCounter(**modules) as counter:
+    with ndm_2d.CallCounter(**modules) as counter:
         loss(model, torch.Generator().manual_seed(0)).mean().backward()
     return counter.counts
 

@@ -23,15 +23,14 @@ import os
 import statistics
 import time
 
-import torch
-
 import common
+import torch
 from crosscheck import cross_check, diffusers_schedulers
-from diffusion_study.denoiser import Denoiser
-from diffusion_study.models import UNet, count_parameters
-from diffusion_study.processes import GaussianForward
-from diffusion_study.samplers import ddim_sample, ddpm_sample
-from diffusion_study.schedules import discrete_schedule
+from diffusion_study.core.denoiser import Denoiser
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.samplers import ddim_sample, ddpm_sample
+from diffusion_study.core.schedules import discrete_schedule
+from diffusion_study.nets.models import UNet, count_parameters
 
 T = 1000
 

@@ -71,8 +71,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "lib"))
-from diffusion_study.models import UNet, count_parameters  # noqa: E402
-from diffusion_study.results import provenance, write_json_atomic  # noqa: E402
+from diffusion_study.book.results import provenance, write_json_atomic
+from diffusion_study.nets.models import UNet, count_parameters
 
 BEFORE = "8f0c1f3"  # the last commit of the old API
 API = "d233aee"  # the commit that introduced the new API
@@ -85,6 +85,9 @@ SHORT = 10  # the short grid: (time of 50 steps - time of 10 steps) / 40 is one 
 WARMUP_ROUNDS = 3  # untimed interleaved rounds before the loss and sampler timings (this VM's first
 #                   rounds after a phase change run up to 3x slower: fresh memory, other tenants)
 MODULES = ("schedules", "processes", "objectives", "samplers", "denoiser", "train")
+# the same modules in today's layout (subpackages since the layout change)
+CURRENT_PATHS = {"schedules": "core.schedules", "processes": "core.processes", "objectives": "core.objectives",
+                 "samplers": "core.samplers", "denoiser": "core.denoiser", "train": "training.loop"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -111,7 +114,8 @@ def load_version(commit: str, workdir: Path) -> SimpleNamespace:
 
 def this_checkout() -> SimpleNamespace:
     """The working tree's library (`import diffusion_study`), as it is when this runs."""
-    return SimpleNamespace(commit="worktree", **{m: importlib.import_module(f"diffusion_study.{m}") for m in MODULES})
+    return SimpleNamespace(commit="worktree", **{m: importlib.import_module(f"diffusion_study.{path}")
+                                                 for m, path in CURRENT_PATHS.items()})
 
 
 def lib_state() -> dict:

@@ -29,13 +29,19 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from diffusion_study.data import toy_split, two_gaussians  # noqa: E402
-from diffusion_study.denoiser import Denoiser  # noqa: E402
-from diffusion_study.models import TimeMLP  # noqa: E402
-from diffusion_study.objectives import sample_time, simple_loss  # noqa: E402
-from diffusion_study.predictions import target  # noqa: E402
-from diffusion_study.toy import GaussianisingMap, GridSpec, PairingForward, ToyGrid, training_steps  # noqa: E402
-from diffusion_study.train import train  # noqa: E402
+from diffusion_study.core.denoiser import Denoiser
+from diffusion_study.core.objectives import sample_time, simple_loss
+from diffusion_study.core.predictions import target
+from diffusion_study.data.toy2d import toy_split, two_gaussians
+from diffusion_study.nets.models import TimeMLP
+from diffusion_study.studies.toy_grid import (
+    GaussianisingMap,
+    GridSpec,
+    PairingForward,
+    ToyGrid,
+    training_steps,
+)
+from diffusion_study.training.loop import train
 
 
 def pairing_loss(model, batch, generator):

@@ -28,18 +28,17 @@ import os
 import statistics
 import time
 
+import common
 import torch
 import torch.nn.functional as F
+from diffusion_study.core.denoiser import Denoiser
+from diffusion_study.core.objectives import simple_loss
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.schedules import discrete_schedule
+from diffusion_study.data.images import load_image_dataset
+from diffusion_study.nets.models import UNet, count_parameters
+from diffusion_study.training.loop import train
 from torch import nn
-
-import common
-from diffusion_study.denoiser import Denoiser
-from diffusion_study.images import load_image_dataset
-from diffusion_study.models import UNet, count_parameters
-from diffusion_study.objectives import simple_loss
-from diffusion_study.processes import GaussianForward
-from diffusion_study.schedules import discrete_schedule
-from diffusion_study.train import train
 
 T, LR = 1000, 1e-4
 SIZES = {  # name: (channels, size, our mults, diffusers' block_out_channels, ddpm-pytorch dim)

@@ -12,7 +12,7 @@ is read, and the images and labels are written to <root>/MNIST/raw/*-idx?-ubyte.
 import argparse
 import sys
 
-from diffusion_study.images import fetch_mnist_offline, load_image_dataset
+from diffusion_study.data.images import fetch_mnist_offline, load_image_dataset
 
 
 def main(argv=None) -> int:

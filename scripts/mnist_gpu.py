@@ -136,7 +136,7 @@ def main(argv=None) -> int:
                     return code
     summary = summarise(out, size["dataset"], seeds)
     sys.path.insert(0, str(ROOT / "lib"))
-    from diffusion_study.results import write_result
+    from diffusion_study.book.results import write_result
 
     path = write_result(out, "summary", {"size": size, "seeds": seeds, "settings": SETTINGS, "nproc": args.nproc},
                         summary)

@@ -60,7 +60,7 @@ def _unavailable(reason: str) -> None:
 
 def _version() -> str:
     """The version every page's footer shows (test_publishing.py checks it is pyproject.toml's)."""
-    from diffusion_study.citation import version
+    from diffusion_study.book.citation import version
 
     return version()
 
@@ -104,11 +104,11 @@ def _generate_pages(root: Path) -> None:
     """The pages `make book` writes before rendering, from results/ (see the Makefile)."""
     py = sys.executable
     for args in (
-        ["diffusion_study.ledger", "--results", "results", "--claims", "book/claims.yml",
+        ["diffusion_study.book.ledger", "--results", "results", "--claims", "book/claims.yml",
          "--out", "book/_generated/claims.md"],
-        ["diffusion_study.status", "--results", "results", "--toc", "book/_toc.yml",
+        ["diffusion_study.book.status", "--results", "results", "--toc", "book/_toc.yml",
          "--notebooks", "notebooks", "--out", "book/_generated/status.md"],
-        ["diffusion_study.citation", "cite-page", "--results", "results", "--notebooks", "notebooks",
+        ["diffusion_study.book.citation", "cite-page", "--results", "results", "--notebooks", "notebooks",
          "--toc", "book/_toc.yml", "--out", "book/_generated/cite.md"],
     ):
         subprocess.run([py, "-m", *args], cwd=root, check=True)
@@ -368,7 +368,7 @@ def _expected_pasted_texts(notebook: Path) -> list[str]:
 
 def test_glued_numbers_keep_their_format(site):
     """A number glued as formatted text ("0.550", "-11.50") is pasted with every digit it was
-    glued with: myst-nb would read it back as a float (0.55); diffusion_study.notebook stops it."""
+    glued with: myst-nb would read it back as a float (0.55); diffusion_study.book.notebook stops it."""
     _, html = site
     checked = 0
     for chapter in _chapters():
@@ -406,7 +406,7 @@ def test_chapters_link_their_executed_notebook(site):
 
 def test_generated_pages_show_every_result(site):
     _, html = site
-    from diffusion_study.results import read_results
+    from diffusion_study.book.results import read_results
 
     status = (html / "book/_generated/status.html").read_text("utf-8")
     cite = (html / "book/_generated/cite.html").read_text("utf-8")

@@ -4,16 +4,24 @@ noise-conditional classifiers that approach the exact class posterior of a mixtu
 import numpy as np
 import pytest
 import torch
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.schedules import continuous_schedule
+from diffusion_study.data.images import digits_labels, load_image_dataset
+from diffusion_study.data.toy2d import gaussian_ring
+from diffusion_study.nets.classifiers import (
+    DigitsClassifier,
+    MemberStack,
+    NoisyClassifierMLP,
+    NoisyDigitsClassifier,
+    accuracy,
+    classification_loss,
+    frechet_distance,
+    noisy_accuracy,
+    noisy_classifier_loss,
+    predict,
+)
+from diffusion_study.training.loop import train
 from scipy import linalg
-
-from diffusion_study.classifiers import (DigitsClassifier, MemberStack, NoisyClassifierMLP, NoisyDigitsClassifier,
-                                         accuracy, classification_loss, frechet_distance, noisy_accuracy,
-                                         noisy_classifier_loss, predict)
-from diffusion_study.data import gaussian_ring
-from diffusion_study.images import digits_labels, load_image_dataset
-from diffusion_study.processes import GaussianForward
-from diffusion_study.schedules import continuous_schedule
-from diffusion_study.train import train
 
 
 def _scipy_frechet(a, b):

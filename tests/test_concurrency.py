@@ -16,8 +16,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-from diffusion_study import notebook
+from diffusion_study.book import notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,9 +28,9 @@ out_dir = "out"  # figures and results JSON (relative to the notebook)
 SETUP = '''import matplotlib.pyplot as plt
 import numpy as np
 
-from diffusion_study.notebook import setup_notebook
-from diffusion_study.plotting import save_figure
-from diffusion_study.results import write_result
+from diffusion_study.book.notebook import setup_notebook
+from diffusion_study.book.plotting import save_figure
+from diffusion_study.book.results import write_result
 
 SIZES = {"smoke": {"n": 50}, "cpu": {"n": 200}, "gpu": {"n": 200}}
 cfg = setup_notebook(profile, seed, out_dir, sizes=SIZES, threads=1, n=n)
@@ -123,7 +122,7 @@ def test_concurrent_runs_of_one_chapter_do_not_corrupt_each_other(tmp_path):
     env.pop(notebook.BOOK_BUILD_ENV, None)
 
     def start(*args):
-        return subprocess.Popen([sys.executable, "-m", "diffusion_study.notebook", "execute", *args],
+        return subprocess.Popen([sys.executable, "-m", "diffusion_study.book.notebook", "execute", *args],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
     procs = [

@@ -3,8 +3,7 @@
 import math
 
 import torch
-
-from diffusion_study.data import GaussianMixture, two_gaussians
+from diffusion_study.data.toy2d import GaussianMixture, two_gaussians
 
 
 def skewed_mixture() -> GaussianMixture:

@@ -4,12 +4,11 @@ import math
 
 import pytest
 import torch
-
-from diffusion_study.data import GaussianMixture
-from diffusion_study.exact import gaussian_bound
-from diffusion_study.objectives import GaussianDecoder, vlb_terms
-from diffusion_study.processes import GaussianForward
-from diffusion_study.schedules import continuous_schedule, discrete_schedule
+from diffusion_study.core.exact import gaussian_bound
+from diffusion_study.core.objectives import GaussianDecoder, vlb_terms
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.schedules import continuous_schedule, discrete_schedule
+from diffusion_study.data.toy2d import GaussianMixture
 
 
 def diagonal_gaussian(mean, var) -> GaussianMixture:
@@ -46,8 +45,8 @@ def test_gap_is_nonnegative_and_each_term_of_the_sum_is_a_kl():
 def test_importance_weighted_nll_falls_to_the_models_own_likelihood():
     """For Gaussian data the exact-denoiser model is linear-Gaussian, so -log p_theta(x) is known in closed
     form: the ELBO (k = 1) lies above it, and the importance-weighted bound falls towards it as k grows."""
-    from diffusion_study.exact import gaussian_model_nll
-    from diffusion_study.likelihood import importance_weighted_nll
+    from diffusion_study.core.exact import gaussian_model_nll
+    from diffusion_study.core.likelihood import importance_weighted_nll
 
     data = diagonal_gaussian([0.5, -0.5], [4.25, 0.25])
     proc = GaussianForward(discrete_schedule("cosine", 8))

@@ -4,18 +4,17 @@ the exact conditional denoiser of a mixture."""
 
 import pytest
 import torch
-
-from diffusion_study.data import GaussianMixture, two_gaussians
-from diffusion_study.denoiser import Denoiser
-from diffusion_study.guidance import ClassifierFreeGuidance, ClassifierGuidance
-from diffusion_study.metrics import mode_fractions
-from diffusion_study.models import EnsembleMLP, TimeMLP
-from diffusion_study.objectives import simple_loss
-from diffusion_study.predictions import to_eps
-from diffusion_study.processes import GaussianForward
-from diffusion_study.samplers import ddim_sample
-from diffusion_study.schedules import discrete_schedule
-from diffusion_study.train import train
+from diffusion_study.core.denoiser import Denoiser
+from diffusion_study.core.guidance import ClassifierFreeGuidance, ClassifierGuidance
+from diffusion_study.core.objectives import simple_loss
+from diffusion_study.core.predictions import to_eps
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.samplers import ddim_sample
+from diffusion_study.core.schedules import discrete_schedule
+from diffusion_study.data.toy2d import GaussianMixture, two_gaussians
+from diffusion_study.eval.metrics import mode_fractions
+from diffusion_study.nets.models import EnsembleMLP, TimeMLP
+from diffusion_study.training.loop import train
 
 
 def test_labels_round_trip_from_data_to_samples():

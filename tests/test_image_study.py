@@ -5,10 +5,15 @@ import math
 
 import pytest
 import torch
-
-from diffusion_study import image_study as study
-from diffusion_study.objectives import DiscretizedGaussianDecoder, decoder_nll_at, diffusion_kl, prior_kl, vlb_terms
-from diffusion_study.schedules import continuous_schedule
+from diffusion_study.core.objectives import (
+    DiscretizedGaussianDecoder,
+    decoder_nll_at,
+    diffusion_kl,
+    prior_kl,
+    vlb_terms,
+)
+from diffusion_study.core.schedules import continuous_schedule
+from diffusion_study.studies import ndm_images as study
 
 SCHED = continuous_schedule("logsnr_cosine", logsnr_max=5.0, logsnr_min=-10.0)
 DEC = DiscretizedGaussianDecoder(17)
@@ -188,12 +193,12 @@ def test_image_classifier_features_for_mnist_sized_images():
 
 def test_image_model_options_and_training_loss():
     """The options the command line uses (attention, bf16, no clip, F's features unslowed) and the losses by name."""
-    from diffusion_study import ndm
+    from diffusion_study.nets import transforms
 
     model = study.image_model("ndm", SCHED, base=8, attention=True, bf16=True, clip=None, f_time_scale=None)
     nets = study.unets(model)
     assert len(nets) == 2 and all(isinstance(n, study.AutocastUNet) for n in nets)
-    assert model.clip is None and not isinstance(model.process.net, ndm.SlowTime)
+    assert model.clip is None and not isinstance(model.process.net, transforms.SlowTime)
     assert sum(p.numel() for p in nets[0].parameters()) > sum(
         p.numel() for p in study.unets(study.image_model("ddpm", SCHED, base=8))[0].parameters())  # attention
     with study.full_precision(model):

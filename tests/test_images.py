@@ -5,10 +5,14 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 import torch
+from diffusion_study.data.images import (
+    bin_width,
+    from_uint,
+    load_image_dataset,
+    to_uint,
+)
 from sklearn.datasets import load_digits
 from torchvision import datasets
-
-from diffusion_study.images import bin_width, from_uint, load_image_dataset, to_uint
 
 
 def test_digits_split_shapes_and_levels():
@@ -85,7 +89,7 @@ def test_torchvision_arrays_are_converted_to_nchw_in_unit_range(monkeypatch, tmp
 
 def test_digits_labels_travel_with_the_images():
     ds = load_image_dataset("digits")
-    from diffusion_study.images import digits_labels
+    from diffusion_study.data.images import digits_labels
 
     y_train, y_test = digits_labels()
     assert torch.equal(ds.train_labels, y_train) and torch.equal(ds.test_labels, y_test)
@@ -120,7 +124,7 @@ def test_mnist5k_is_a_fixed_disjoint_split_of_mlxtends_digits():
 
 
 def _fake_mnist(folder, n_train=5, n_test=3, gz=True):
-    from diffusion_study.images import MNIST_FILES, write_idx
+    from diffusion_study.data.images import MNIST_FILES, write_idx
 
     rng = np.random.default_rng(0)
     arrays = {"train_images": rng.integers(0, 256, (n_train, 28, 28)), "train_labels": rng.integers(0, 10, n_train),
@@ -144,7 +148,7 @@ def test_mnist_is_read_from_raw_idx_files_without_torchvision(monkeypatch, tmp_p
 
 
 def test_bad_or_incomplete_idx_files_are_refused(tmp_path):
-    from diffusion_study.images import read_idx
+    from diffusion_study.data.images import read_idx
 
     folder = tmp_path / "MNIST" / "raw"
     _fake_mnist(folder)
@@ -199,7 +203,7 @@ def test_mnist_pickle_is_checked_and_converted_to_idx(tmp_path):
     import hashlib
     import pickle
 
-    from diffusion_study.images import mnist_from_pickle
+    from diffusion_study.data.images import mnist_from_pickle
 
     rng = np.random.default_rng(2)
     k = [rng.integers(0, 256, (n, 784)) for n in (4, 2, 3)]

@@ -5,9 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from diffusion_study import metrics as m
-from diffusion_study.data import two_gaussians
+from diffusion_study.data.toy2d import two_gaussians
+from diffusion_study.eval import metrics as m
 
 MIX = two_gaussians()
 

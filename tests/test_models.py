@@ -4,8 +4,13 @@ import math
 
 import pytest
 import torch
-
-from diffusion_study.models import EnsembleMLP, TimeMLP, UNet, count_parameters, time_embedding
+from diffusion_study.nets.models import (
+    EnsembleMLP,
+    TimeMLP,
+    UNet,
+    count_parameters,
+    time_embedding,
+)
 
 
 def test_time_embedding_is_sin_cos_of_scaled_time():

@@ -6,14 +6,19 @@ import math
 
 import pytest
 import torch
-
-from diffusion_study import ndm
-from diffusion_study.data import gaussian, two_gaussians
-from diffusion_study.denoiser import Denoiser, Oracle
-from diffusion_study.models import EnsembleMLP, TimeMLP
-from diffusion_study.objectives import GaussianDecoder, continuous_vlb_terms, vlb_terms
-from diffusion_study.processes import GaussianForward, NeuralForward
-from diffusion_study.schedules import continuous_schedule
+from diffusion_study.core import continuous_time
+from diffusion_study.core.denoiser import Denoiser, Oracle
+from diffusion_study.core.objectives import (
+    GaussianDecoder,
+    continuous_vlb_terms,
+    vlb_terms,
+)
+from diffusion_study.core.processes import GaussianForward, NeuralForward
+from diffusion_study.core.schedules import continuous_schedule
+from diffusion_study.data.toy2d import gaussian, two_gaussians
+from diffusion_study.nets import transforms
+from diffusion_study.nets.models import EnsembleMLP, TimeMLP
+from diffusion_study.studies import ndm_2d
 
 SCHEDULE = dict(logsnr_max=8.0, logsnr_min=-8.0)
 
@@ -37,7 +42,7 @@ def se(v: torch.Tensor) -> float:
 
 
 def test_mlp_forward_starts_at_the_identity_and_keeps_F_x_0_equal_to_x():
-    proc = ndm.mlp_forward(schedule(), hidden=8, depth=1, time_dim=4)
+    proc = transforms.mlp_forward(schedule(), hidden=8, depth=1, time_dim=4)
     x = torch.randn(5, 2)
     torch.testing.assert_close(proc.transform(x, torch.rand(5).double()), x)
     proc = random_forward()
@@ -49,7 +54,7 @@ def test_mlp_forward_starts_at_the_identity_and_keeps_F_x_0_equal_to_x():
 def test_identity_F_discrete_ndm_bound_is_ddpm_bound_term_by_term():
     """With F = identity (the zero-initialised MLP), vlb_terms of NDM equals DDPM's, term by term."""
     sched = continuous_schedule("logsnr_cosine", **SCHEDULE)
-    ddpm, ndm_proc = GaussianForward(sched), ndm.mlp_forward(sched, hidden=8, depth=1, time_dim=4).double()
+    ddpm, ndm_proc = GaussianForward(sched), transforms.mlp_forward(sched, hidden=8, depth=1, time_dim=4).double()
     data = two_gaussians()
     x = data.sample(64, torch.Generator().manual_seed(0)).double()
     oracle = data.denoiser(ddpm)
@@ -68,9 +73,9 @@ def test_identity_F_continuous_bound_is_vdm_bound(forward):
     data = two_gaussians()
     x = data.sample(256, torch.Generator().manual_seed(0)).double()
     oracle = data.denoiser(GaussianForward(sched))
-    proc = GaussianForward(sched) if forward == "gaussian" else ndm.mlp_forward(sched, hidden=8, depth=1).double()
+    proc = GaussianForward(sched) if forward == "gaussian" else transforms.mlp_forward(sched, hidden=8, depth=1).double()
     vdm = continuous_vlb_terms(oracle, x, decoder=GaussianDecoder(), generator=torch.Generator().manual_seed(3))
-    ours = ndm.continuous_bound_terms(Oracle(oracle.fn, proc), x, decoder=GaussianDecoder(),
+    ours = continuous_time.continuous_bound_terms(Oracle(oracle.fn, proc), x, decoder=GaussianDecoder(),
                                       generator=torch.Generator().manual_seed(3))
     for name, u, v in zip(vdm._fields, vdm, ours):
         torch.testing.assert_close(v, u, rtol=1e-9, atol=1e-9, msg=name)
@@ -79,7 +84,7 @@ def test_identity_F_continuous_bound_is_vdm_bound(forward):
 def test_sde_coefficients_match_the_schedule_by_autograd():
     sched = schedule()
     t = torch.linspace(0.05, 0.95, 7, dtype=torch.float64, requires_grad=True)
-    c = ndm.sde_coefficients(sched, t.detach())
+    c = continuous_time.sde_coefficients(sched, t.detach())
     (da,) = torch.autograd.grad(sched.alpha(t).sum(), t)
     (ds,) = torch.autograd.grad(sched.sigma(t).sum(), t)
     torch.testing.assert_close(c.d_alpha, da)
@@ -93,15 +98,15 @@ def test_transform_velocity_is_the_time_derivative_of_F():
     proc = random_forward()
     x = torch.randn(6, 2, dtype=torch.float64)
     t = torch.rand(6, dtype=torch.float64) * 0.8 + 0.1
-    ((f, df), (f1, _)) = ndm.transform_with_velocity(proc, [(x, t), (x, torch.tensor(1.0, dtype=torch.float64))])
+    ((f, df), (f1, _)) = continuous_time.transform_with_velocity(proc, [(x, t), (x, torch.tensor(1.0, dtype=torch.float64))])
     h = 1e-4
     fd = (proc.transform(x, t + h) - proc.transform(x, t - h)) / (2 * h)
     torch.testing.assert_close(f, proc.transform(x, t))
     torch.testing.assert_close(f1, proc.transform(x, torch.ones(6, dtype=torch.float64)))
     # the time embedding runs in float32 (time_embedding casts): compare at its precision
     torch.testing.assert_close(df, fd, rtol=2e-2, atol=2e-2)
-    straight = ndm.StraightForward(schedule())
-    ((g, dg),) = ndm.transform_with_velocity(straight, [(x, t)])
+    straight = continuous_time.StraightForward(schedule())
+    ((g, dg),) = continuous_time.transform_with_velocity(straight, [(x, t)])
     fd = (straight.transform(x, t + 1e-6) - straight.transform(x, t - 1e-6)) / 2e-6
     torch.testing.assert_close(dg, fd, rtol=1e-6, atol=1e-7)
 
@@ -137,7 +142,7 @@ def test_bounds_upper_bound_the_exact_nll_of_gaussian_data_for_any_F(seed):
     gaps = {}
     for name, proc in [("identity", GaussianForward(sched)), ("random F", random_forward(seed, scale=2.0))]:
         den = Oracle(oracle.fn, proc)
-        cont = ndm.continuous_bound(den, x, decoder=GaussianDecoder(), n_t=16, generator=g).total - nll
+        cont = continuous_time.continuous_bound(den, x, decoder=GaussianDecoder(), n_t=16, generator=g).total - nll
         disc = vlb_terms(den, x, decoder=GaussianDecoder(), times=sched.grid(32), generator=g).total - nll
         for kind, gap in (("continuous", cont), ("discrete", disc)):
             assert gap.mean() > -3 * se(gap), (name, kind, gap.mean().item(), se(gap))
@@ -162,8 +167,8 @@ class SmoothF(torch.nn.Module):
 
 def test_discrete_kl_of_a_short_step_is_the_continuous_integrand():
     """Pointwise, same z_t: KL(q(z_s|z_t,x) || p(z_s|z_t)) / (t - s) -> 1/2 ||f(z,t,x) - f(z,t,x_hat)||^2 / g^2."""
-    from diffusion_study.objectives import diffusion_kl
-    from diffusion_study.schedules import coefficient
+    from diffusion_study.core.objectives import diffusion_kl
+    from diffusion_study.core.schedules import coefficient
 
     sched = schedule()
     proc = NeuralForward(sched, SmoothF())
@@ -173,12 +178,12 @@ def test_discrete_kl_of_a_short_step_is_the_continuous_integrand():
     noise = torch.randn(8, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     for tv in (0.05, 0.4, 0.8):
         t = torch.full((8,), tv, dtype=torch.float64)
-        sde = ndm.sde_coefficients(sched, t)
-        ((f, df),) = ndm.transform_with_velocity(proc, [(x, t)])
-        m, dm = ndm.mean_and_velocity(sde, f, df)
+        sde = continuous_time.sde_coefficients(sched, t)
+        ((f, df),) = continuous_time.transform_with_velocity(proc, [(x, t)])
+        m, dm = continuous_time.mean_and_velocity(sde, f, df)
         x_hat = den(m + coefficient(sde.sigma, x) * noise, t)
-        ((g, dg),) = ndm.transform_with_velocity(proc, [(x_hat, t)])
-        integrand = 0.5 * (ndm.drift_difference(sde, m, dm, *ndm.mean_and_velocity(sde, g, dg)) ** 2).sum(-1) / sde.g2
+        ((g, dg),) = continuous_time.transform_with_velocity(proc, [(x_hat, t)])
+        integrand = 0.5 * (continuous_time.drift_difference(sde, m, dm, *continuous_time.mean_and_velocity(sde, g, dg)) ** 2).sum(-1) / sde.g2
         kl = diffusion_kl(den, x, t - 1e-5, t, noise) / 1e-5  # O(h) error; below 1e-6 float64 cancels
         torch.testing.assert_close(kl, integrand, rtol=2e-3, atol=1e-9)
 
@@ -194,7 +199,7 @@ def test_continuous_bound_is_the_limit_of_the_discrete_bound_for_a_nontrivial_F(
     x = data.sample(400, g).double()
     den = Oracle(data.denoiser(GaussianForward(sched)).fn, proc)
     with torch.no_grad():
-        limit = ndm.continuous_bound(den, x, decoder=GaussianDecoder(), n_t=1024, generator=g).total
+        limit = continuous_time.continuous_bound(den, x, decoder=GaussianDecoder(), n_t=1024, generator=g).total
         bounds = [vlb_terms(den, x, decoder=GaussianDecoder(), times=sched.grid(T), generator=g).total
                   for T in (32, 256, 2048)]
     gaps = [(b - limit).mean().item() for b in bounds]
@@ -207,11 +212,11 @@ def test_restricted_reverse_with_matching_F_has_no_model_mismatch_and_ddpm_does(
     """With the straight reverse process, F = c_t x on the forward side makes f(z,t,x) = f_R(z,t,x):
     with x_hat = x the diffusion term is 0; DDPM's F = identity cannot match it."""
     sched = schedule()
-    straight = ndm.StraightForward(sched)
+    straight = continuous_time.StraightForward(sched)
     x = torch.randn(200, 2, dtype=torch.float64)
     g = torch.Generator().manual_seed(0)
     for proc, zero in [(straight, True), (GaussianForward(sched), False)]:
-        terms = ndm.continuous_bound_terms(_PerfectDenoiser(x, proc), x, decoder=GaussianDecoder(),
+        terms = continuous_time.continuous_bound_terms(_PerfectDenoiser(x, proc), x, decoder=GaussianDecoder(),
                                            reverse=straight, generator=g)
         assert (terms.diffusion.abs().max() < 1e-8) == zero
 
@@ -229,15 +234,15 @@ class _PerfectDenoiser(torch.nn.Module):
 
 def test_straight_transform_gives_straight_conditional_paths_and_ddpm_gives_arcs():
     sched = schedule()
-    straight, ddpm = ndm.StraightForward(sched), GaussianForward(sched)
+    straight, ddpm = continuous_time.StraightForward(sched), GaussianForward(sched)
     ts = torch.linspace(0, 1, 101, dtype=torch.float64)
     x = torch.randn(50, 2, dtype=torch.float64)
     eps = torch.randn(50, 2, dtype=torch.float64)
     paths = {name: torch.stack([proc.sample(x, t, eps) for t in ts]) for name, proc in
              [("straight", straight), ("ddpm", ddpm)]}
     torch.testing.assert_close(straight.transform(x, torch.tensor(0.0, dtype=torch.float64)), x)
-    assert ndm.path_curvature(paths["straight"]).max() < 1e-9
-    assert ndm.path_curvature(paths["ddpm"]).mean() > 0.1
+    assert ndm_2d.path_curvature(paths["straight"]).max() < 1e-9
+    assert ndm_2d.path_curvature(paths["ddpm"]).mean() > 0.1
 
 
 def test_path_curvature_of_a_half_circle():
@@ -245,7 +250,7 @@ def test_path_curvature_of_a_half_circle():
     for u in (torch.linspace(0, math.pi, 2001, dtype=torch.float64),
               math.pi * torch.linspace(0, 1, 2001, dtype=torch.float64) ** 3):  # crowded at one end
         path = torch.stack([torch.cos(u), torch.sin(u)], -1)[:, None]  # [K + 1, 1, 2]
-        assert ndm.path_curvature(path).item() == pytest.approx(1 / math.pi, rel=1e-3)
+        assert ndm_2d.path_curvature(path).item() == pytest.approx(1 / math.pi, rel=1e-3)
 
 
 def test_ode_nll_of_gaussian_data_with_the_exact_denoiser_is_the_exact_density():
@@ -256,7 +261,7 @@ def test_ode_nll_of_gaussian_data_with_the_exact_denoiser_is_the_exact_density()
     data = gaussian(mu.tolist(), s)
     proc = GaussianForward(sched)
     x = data.sample(200, torch.Generator().manual_seed(0)).double()
-    nll = ndm.ode_nll(data.denoiser(proc), x, steps=64)
+    nll = continuous_time.ode_nll(data.denoiser(proc), x, steps=64)
     t0 = torch.tensor(0.0, dtype=torch.float64)
     a0, s0 = sched.alpha(t0), sched.sigma(t0)
     var = a0**2 * s**2 + s0**2
@@ -271,8 +276,8 @@ def test_ode_nll_sees_a_nontrivial_F_through_the_exact_divergence():
     data = two_gaussians()
     x = data.sample(64, torch.Generator().manual_seed(1)).double()
     oracle = data.denoiser(GaussianForward(sched))
-    a = ndm.ode_nll(oracle, x, steps=16)
-    b = ndm.ode_nll(Oracle(oracle.fn, ndm.mlp_forward(sched, hidden=8, depth=1).double()), x, steps=16)
+    a = continuous_time.ode_nll(oracle, x, steps=16)
+    b = continuous_time.ode_nll(Oracle(oracle.fn, transforms.mlp_forward(sched, hidden=8, depth=1).double()), x, steps=16)
     torch.testing.assert_close(a, b)
 
 
@@ -281,7 +286,7 @@ def test_ode_sample_of_gaussian_data_has_the_data_moments():
     data = gaussian([1.0, -0.5], 0.4)
     g = torch.Generator().manual_seed(0)
     z = torch.randn(20_000, 2, generator=g, dtype=torch.float64)
-    out = ndm.ode_sample(data.denoiser(GaussianForward(sched)), z, sched.grid(32))
+    out = continuous_time.ode_sample(data.denoiser(GaussianForward(sched)), z, sched.grid(32))
     a0 = sched.alpha(torch.tensor(0.0, dtype=torch.float64)).item()
     x = out / a0
     torch.testing.assert_close(x.mean(0), torch.tensor([1.0, -0.5], dtype=torch.float64), atol=0.02, rtol=0)
@@ -301,10 +306,10 @@ def test_noise_prediction_loss_is_zero_for_a_collapsed_F_whose_bound_is_large():
     proc = NeuralForward(sched, Collapse())
     den = Denoiser(TimeMLP(2, hidden=8, depth=1).double(), proc, prediction="x0")
     x = torch.randn(64, 2, dtype=torch.float64)
-    assert ndm.noise_prediction_loss(den, x).abs().max() < 1e-12
-    bound = ndm.continuous_bound(den, x, decoder=GaussianDecoder(), n_t=4).total
+    assert continuous_time.noise_prediction_loss(den, x).abs().max() < 1e-12
+    bound = continuous_time.continuous_bound(den, x, decoder=GaussianDecoder(), n_t=4).total
     assert bound.mean() > 3  # nats for 2D data: the bound sees the lost information
-    norm, spread = ndm.transform_norm_ratio(proc, x[None], 0.5)
+    norm, spread = ndm_2d.transform_norm_ratio(proc, x[None], 0.5)
     assert norm.item() == 0 and spread.item() == 0
 
 
@@ -312,16 +317,16 @@ def test_noise_prediction_loss_is_zero_for_a_collapsed_F_whose_bound_is_large():
 def test_bound_costs_a_constant_number_of_network_calls(members):
     """Simulation-free: two calls of F and one of x_hat per bound evaluation, whatever the batch or time."""
     sched = schedule()
-    proc = ndm.mlp_forward(sched, hidden=8, depth=1, members=members)
+    proc = transforms.mlp_forward(sched, hidden=8, depth=1, members=members)
     net = TimeMLP(2, hidden=8, depth=1) if members is None else EnsembleMLP(members, 2, hidden=8, depth=1)
     den = Denoiser(net, proc, prediction="x0")
     for n in (4, 32):
         x = torch.randn((n, 2) if members is None else (members, n, 2))
-        with ndm.CallCounter(f=proc.net, x_hat=net) as c:
-            ndm.continuous_bound_terms(den, x, decoder=GaussianDecoder()).total.sum().backward()
+        with ndm_2d.CallCounter(f=proc.net, x_hat=net) as c:
+            continuous_time.continuous_bound_terms(den, x, decoder=GaussianDecoder()).total.sum().backward()
         assert c.counts == {"f": 2, "x_hat": 1}
-        with ndm.CallCounter(f=proc.net, x_hat=net) as c:
-            ndm.continuous_bound_terms(den, x, decoder=GaussianDecoder(), reverse=ndm.StraightForward(sched))
+        with ndm_2d.CallCounter(f=proc.net, x_hat=net) as c:
+            continuous_time.continuous_bound_terms(den, x, decoder=GaussianDecoder(), reverse=continuous_time.StraightForward(sched))
         assert c.counts == {"f": 1, "x_hat": 1}
 
 
@@ -330,7 +335,7 @@ def test_bound_is_differentiable_in_both_networks():
     torch.manual_seed(0)
     proc = NeuralForward(sched, TimeMLP(2, hidden=8, depth=1))
     den = Denoiser(TimeMLP(2, hidden=8, depth=1), proc, prediction="x0")
-    ndm.continuous_bound_terms(den, torch.randn(16, 2), decoder=GaussianDecoder()).total.mean().backward()
+    continuous_time.continuous_bound_terms(den, torch.randn(16, 2), decoder=GaussianDecoder()).total.mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in den.parameters())
 
 
@@ -341,15 +346,15 @@ def test_log_snr_time_density_is_normalised_and_unbiased():
     x = data.sample(1, torch.Generator().manual_seed(0)).double().expand(20_000, 2)
     den = data.denoiser(GaussianForward(sched))
     g = torch.Generator().manual_seed(1)
-    u = ndm.continuous_bound_terms(den, x, decoder=GaussianDecoder(), generator=g).diffusion
-    v = ndm.continuous_bound_terms(den, x, decoder=GaussianDecoder(), t_density="log_snr", generator=g).diffusion
+    u = continuous_time.continuous_bound_terms(den, x, decoder=GaussianDecoder(), generator=g).diffusion
+    v = continuous_time.continuous_bound_terms(den, x, decoder=GaussianDecoder(), t_density="log_snr", generator=g).diffusion
     assert abs(u.mean() - v.mean()) < 3 * math.hypot(se(u), se(v))
-    t, p = ndm.sample_times(sched, "log_snr", (50_000,), x, g)
+    t, p = continuous_time.sample_times(sched, "log_snr", (50_000,), x, g)
     assert 0 <= t.min() and t.max() <= 1
     assert (1 / p).mean().item() == pytest.approx(1.0, abs=0.02)  # E_p[1/p] = length of [0, 1]
 
 
 def test_steps_needed_picks_the_first_step_count_within_tolerance():
     errors = torch.tensor([[0.5, 0.9], [0.2, 0.8], [0.05, 0.7]])
-    out = ndm.steps_needed(errors, [1, 2, 4], 0.1)
+    out = ndm_2d.steps_needed(errors, [1, 2, 4], 0.1)
     assert out[0].item() == 4 and math.isinf(out[1].item())

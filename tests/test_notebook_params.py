@@ -1,6 +1,6 @@
 """Every chapter parameter is checked before any work (issue 13, item 6).
 
-`python -m diffusion_study.notebook execute` checks the values against the chapter's parameters
+`python -m diffusion_study.book.notebook execute` checks the values against the chapter's parameters
 cell, SIZES and LIMITS before a kernel starts (one line, exit status 1, well under 2 s);
 `setup_notebook` runs the same check inside the kernel (plain papermill, JupyterLab). These tests
 read the real chapters' parameter cells; no notebook is executed.
@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from diffusion_study import notebook
-from diffusion_study.notebook import chapter_spec, check_parameters, setup_notebook
-from diffusion_study.validation import ParameterError, check_chapter_parameters
+from diffusion_study.book import notebook
+from diffusion_study.book.notebook import chapter_spec, check_parameters, setup_notebook
+from diffusion_study.book.parameters import ParameterError, check_chapter_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 ELBO = ROOT / "notebooks" / "01_elbo.ipynb"
@@ -151,7 +150,7 @@ def test_execute_fails_in_one_line_before_any_kernel(params, message, tmp_path, 
 def test_execute_time_to_error_is_under_two_seconds(tmp_path):
     """The whole command, interpreter start included: nothing heavy (torch, papermill) is imported first."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "diffusion_study.notebook", "execute", "--dest", str(tmp_path),
+    done = subprocess.run([sys.executable, "-m", "diffusion_study.book.notebook", "execute", "--dest", str(tmp_path),
                            "-p", "T", "-5", str(ELBO)], capture_output=True, text=True, cwd=ROOT)
     elapsed = time.perf_counter() - start
     assert done.returncode == 1 and done.stdout == ""
@@ -249,7 +248,7 @@ def test_setup_notebook_reads_a_list_given_as_text(tmp_path):
 
 
 def test_unknown_injected_parameters_are_found_in_the_kernel_history():
-    from diffusion_study.notebook import unknown_injected_parameters
+    from diffusion_study.book.notebook import unknown_injected_parameters
 
     parameters_cell = 'profile = "cpu"  # the profile\nseed = 0\nT = None\n'
     injected = '# Parameters\nprofile = "smoke"\nfoo = 1\nT = 5\n'

@@ -17,8 +17,7 @@ from pathlib import Path
 import nbformat
 import papermill
 import pytest
-
-from diffusion_study.notebook import volatile_metadata
+from diffusion_study.book.notebook import volatile_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[!.]*.ipynb"))
@@ -51,7 +50,7 @@ def test_parameters_cell_convention(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_committed_notebook_is_executed_and_has_no_volatile_metadata(path):
     nb = nbformat.read(path, as_version=4)
-    assert volatile_metadata(nb) == [], "run `make book` (or python -m diffusion_study.notebook strip)"
+    assert volatile_metadata(nb) == [], "run `make book` (or python -m diffusion_study.book.notebook strip)"
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code if c.source.strip()), "commit the executed notebook"
     assert not any(o.output_type == "error" for c in code for o in c.outputs)
@@ -90,7 +89,7 @@ def test_smoke_profile_with_non_default_parameters(path, tmp_path):
 
 def test_a_run_outside_the_book_build_never_writes_the_committed_results(tmp_path, monkeypatch, capsys):
     """setup_notebook sends a run whose out_dir is results/<chapter> to runs/ unless the book build runs it."""
-    from diffusion_study import notebook
+    from diffusion_study.book import notebook
 
     monkeypatch.delenv(notebook.BOOK_BUILD_ENV, raising=False)
     committed = ROOT / "results" / "01_elbo"
@@ -104,7 +103,7 @@ def test_a_run_outside_the_book_build_never_writes_the_committed_results(tmp_pat
 
 
 def test_an_unwritable_out_dir_is_refused_with_its_name(tmp_path):
-    from diffusion_study import notebook
+    from diffusion_study.book import notebook
 
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -114,7 +113,7 @@ def test_an_unwritable_out_dir_is_refused_with_its_name(tmp_path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_make_help_lists_every_parameter_with_its_profile_values(path):
-    from diffusion_study.notebook import chapter_parameters, describe
+    from diffusion_study.book.notebook import chapter_parameters, describe
 
     params, sizes = chapter_parameters(path)
     text = describe(path)

@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
-
-from diffusion_study.data import gaussian, two_gaussians
-from diffusion_study.likelihood import bits_per_dim, elbo_monte_carlo
-from diffusion_study.objectives import (
+from diffusion_study.core.denoiser import Denoiser, Oracle
+from diffusion_study.core.likelihood import bits_per_dim, elbo_monte_carlo
+from diffusion_study.core.objectives import (
     DiscretizedGaussianDecoder,
     GaussianDecoder,
     diffusion_kl,
@@ -16,9 +15,9 @@ from diffusion_study.objectives import (
     simple_loss,
     vlb_terms,
 )
-from diffusion_study.denoiser import Denoiser, Oracle
-from diffusion_study.processes import GaussianForward
-from diffusion_study.schedules import continuous_schedule, discrete_schedule
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.schedules import continuous_schedule, discrete_schedule
+from diffusion_study.data.toy2d import gaussian, two_gaussians
 
 
 def gaussian_data(dim=2, mean=0.5, std=0.5):
@@ -86,7 +85,7 @@ def test_elbo_decomposition_equals_direct_monte_carlo():
 
 def test_bound_on_gaussian_data_is_an_upper_bound_whose_gap_shrinks_with_T():
     """For Gaussian data and the exact denoiser E[x0|z_t], the bound >= exact NLL and the gap -> 0 as T grows."""
-    from diffusion_study.checks import elbo_gap_sweep
+    from diffusion_study.studies.elbo import elbo_gap_sweep
 
     data = gaussian_data()
     g = torch.Generator().manual_seed(0)
@@ -143,7 +142,7 @@ def test_eps_kl_weights_match_the_kl_of_a_unit_eps_error():
 
 def test_ndm_bound_with_identity_transform_is_the_ddpm_bound():
     """vlb_terms is written once for any forward process: with F(x, t) = x, NDM's bound is DDPM's, term by term."""
-    from diffusion_study.processes import NeuralForward
+    from diffusion_study.core.processes import NeuralForward
 
     class Zero(torch.nn.Module):
         def forward(self, x, t):
@@ -163,7 +162,7 @@ def test_ndm_bound_with_identity_transform_is_the_ddpm_bound():
 def test_discrete_bound_converges_to_the_continuous_bound_as_the_grid_refines():
     """VDM (Kingma et al. 2021): on the grid i / T of a continuous schedule, the discrete bound
     tends to the continuous one, -1/2 E int SNR'(t) ||x - x0_hat||^2 dt + prior + decoder."""
-    from diffusion_study.objectives import continuous_vlb_terms
+    from diffusion_study.core.objectives import continuous_vlb_terms
 
     mix = two_gaussians()
     proc = GaussianForward(continuous_schedule("logsnr_cosine"))
@@ -181,7 +180,7 @@ def test_discrete_bound_converges_to_the_continuous_bound_as_the_grid_refines():
 
 
 def test_continuous_bound_refuses_what_it_cannot_evaluate():
-    from diffusion_study.objectives import continuous_vlb_terms
+    from diffusion_study.core.objectives import continuous_vlb_terms
 
     x = torch.zeros(4, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="continuous schedule"):
@@ -209,7 +208,7 @@ class CountingF(torch.nn.Module):
 def test_ndm_kl_term_calls_F_twice_once_per_side():
     """F(x, t), F(x, s) in one call (they give z_t and the posterior's mean), F(x0_hat, t), F(x0_hat, s)
     in another: four evaluations, none repeated; fewer calls are impossible since x0_hat needs z_t."""
-    from diffusion_study.processes import NeuralForward
+    from diffusion_study.core.processes import NeuralForward
 
     f = CountingF()
     proc = NeuralForward(discrete_schedule("cosine", 30), f)
@@ -226,7 +225,7 @@ def test_ndm_kl_term_calls_F_twice_once_per_side():
 
 def test_ndm_posterior_keeps_the_marginals_for_a_nontrivial_F():
     """z_t ~ q(z_t|x), z_s ~ q(z_s|z_t,x) gives z_s ~ N(alpha_s F(x,s), sigma_s^2): checked by sampling."""
-    from diffusion_study.processes import NeuralForward
+    from diffusion_study.core.processes import NeuralForward
 
     proc = NeuralForward(continuous_schedule("cosine"), CountingF())
     g = torch.Generator().manual_seed(0)
@@ -243,7 +242,7 @@ def test_ndm_posterior_keeps_the_marginals_for_a_nontrivial_F():
 
 
 def test_bounds_refuse_the_noise_free_process():
-    from diffusion_study.processes import NoiseFreeForward
+    from diffusion_study.core.processes import NoiseFreeForward
 
     proc = NoiseFreeForward(discrete_schedule("cosine", 10))
     with pytest.raises(ValueError, match="infinite"):
@@ -252,7 +251,7 @@ def test_bounds_refuse_the_noise_free_process():
 
 def test_bits_per_dim_of_an_ensemble_equals_separate_evaluations():
     """[G, N, D] data through a batched denoiser gives, per member, the numbers of G separate calls."""
-    from diffusion_study.models import EnsembleMLP, TimeMLP  # noqa: F401  (EnsembleMLP: the batched case)
+    from diffusion_study.nets.models import EnsembleMLP
 
     G, N = 3, 40
     proc = GaussianForward(discrete_schedule("cosine", 12))
@@ -277,7 +276,7 @@ def test_bits_per_dim_of_an_ensemble_equals_separate_evaluations():
 ])
 def test_bits_per_dim_refuses_data_off_the_decoders_grid(make, message):
     """Digits scaled to [0, 1], raw integers, NaN and empty data give an error, not plausible numbers."""
-    from diffusion_study.images import load_image_dataset
+    from diffusion_study.data.images import load_image_dataset
 
     digits = load_image_dataset("digits").test[:20]
     proc = GaussianForward(discrete_schedule("cosine", 10))

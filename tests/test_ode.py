@@ -5,14 +5,22 @@ import math
 
 import pytest
 import torch
-
-from diffusion_study.data import gaussian, gaussian_ring, two_gaussians
-from diffusion_study.metrics import energy_distance
-from diffusion_study.ode import (ProbabilityFlow, dequantization_bits, dequantize_uniform, draw_probe,
-                                 exact_divergence, hutchinson_divergence, ode_bits_per_dim, ode_log_likelihood,
-                                 ode_sample, ode_solve)
-from diffusion_study.processes import GaussianForward
-from diffusion_study.schedules import continuous_schedule, discrete_schedule
+from diffusion_study.core.ode import (
+    ProbabilityFlow,
+    dequantization_bits,
+    dequantize_uniform,
+    draw_probe,
+    exact_divergence,
+    hutchinson_divergence,
+    ode_bits_per_dim,
+    ode_log_likelihood,
+    ode_sample,
+    ode_solve,
+)
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.schedules import continuous_schedule, discrete_schedule
+from diffusion_study.data.toy2d import gaussian, gaussian_ring, two_gaussians
+from diffusion_study.eval.metrics import energy_distance
 
 ENDS = {"logsnr_max": 8.0, "logsnr_min": -10.0}
 
@@ -105,8 +113,8 @@ def test_ode_sampler_reproduces_the_mixture_and_is_deterministic():
 
 
 def test_ode_works_on_an_ensemble_batch():
-    from diffusion_study.denoiser import Denoiser
-    from diffusion_study.models import EnsembleMLP
+    from diffusion_study.core.denoiser import Denoiser
+    from diffusion_study.nets.models import EnsembleMLP
 
     proc = _process()
     torch.manual_seed(0)

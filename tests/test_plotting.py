@@ -6,8 +6,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
-
-from diffusion_study.plotting import figure_paths, save_figure, set_style  # noqa: E402
+from diffusion_study.book.plotting import figure_paths, save_figure, set_style
 
 
 def _figure():

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+from diffusion_study.core.predictions import PREDICTIONS, target, to_x0_eps
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from diffusion_study.predictions import PREDICTIONS, target, to_x0_eps
 
 
 @settings(max_examples=50, deadline=None)

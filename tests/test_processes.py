@@ -4,12 +4,11 @@ import math
 
 import pytest
 import torch
+from diffusion_study.core.processes import GaussianForward, NeuralForward
+from diffusion_study.core.schedules import continuous_schedule, discrete_schedule
+from diffusion_study.studies.elbo import forward_chain_check, posterior_grid_check
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from diffusion_study.checks import forward_chain_check, posterior_grid_check
-from diffusion_study.processes import GaussianForward, NeuralForward
-from diffusion_study.schedules import continuous_schedule, discrete_schedule
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
@@ -109,7 +108,7 @@ def test_posterior_at_s_zero_returns_the_data():
 
 def test_mutual_information_of_a_gaussian_matches_its_closed_form():
     """For x ~ N(0, s^2 I_D): I(x; alpha x + sigma eps) = D/2 log(1 + alpha^2 s^2 / sigma^2)."""
-    from diffusion_study.data import GaussianMixture
+    from diffusion_study.data.toy2d import GaussianMixture
 
     s2 = 0.3
     gauss = GaussianMixture(torch.ones(1, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64),

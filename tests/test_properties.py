@@ -5,15 +5,18 @@ float32 as well as float64."""
 import math
 
 import torch
+from diffusion_study.core.denoiser import Denoiser
+from diffusion_study.core.objectives import GaussianDecoder, vlb_terms
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.samplers import ddim_sample
+from diffusion_study.core.schedules import (
+    SCHEDULES,
+    continuous_schedule,
+    discrete_schedule,
+)
+from diffusion_study.data.toy2d import two_gaussians
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from diffusion_study.data import two_gaussians
-from diffusion_study.denoiser import Denoiser
-from diffusion_study.objectives import GaussianDecoder, vlb_terms
-from diffusion_study.processes import GaussianForward
-from diffusion_study.samplers import ddim_sample
-from diffusion_study.schedules import SCHEDULES, continuous_schedule, discrete_schedule
 
 NAMES = st.sampled_from([n for n in SCHEDULES if n != "linear"])  # linear needs T > 20
 STEPS = st.sampled_from([1, 2, 3, 10, 100, 100_000])

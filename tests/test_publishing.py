@@ -5,7 +5,7 @@
   its actions are pinned by commit, its jobs hold the least permissions, and it runs what the
   README says (`make test`, `make book`) and deploys `_build/html` from main only;
 - CITATION.cff validates with cffconvert, and .zenodo.json is exactly what
-  `python -m diffusion_study.citation zenodo` makes from it;
+  `python -m diffusion_study.book.citation zenodo` makes from it;
 - the version is the same in pyproject.toml, the package, CITATION.cff, .zenodo.json and
   the footer of the book; every page shows it with the build date;
 - the book has no launch buttons unless a repository URL is given (`make book
@@ -24,13 +24,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
-
-from diffusion_study import __version__, citation
+from diffusion_study import __version__
+from diffusion_study.book import citation
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -177,8 +177,8 @@ def test_citation_cff_validates_with_cffconvert():
 def test_zenodo_json_is_generated_from_citation_cff():
     expected = citation.zenodo_json(citation.load_cff(ROOT / "CITATION.cff"))
     actual = (ROOT / ".zenodo.json").read_text(encoding="utf-8")
-    assert actual == expected, ".zenodo.json is stale: run `python -m diffusion_study.citation zenodo`"
-    done = _run([sys.executable, "-m", "diffusion_study.citation", "zenodo", "--check"])
+    assert actual == expected, ".zenodo.json is stale: run `python -m diffusion_study.book.citation zenodo`"
+    done = _run([sys.executable, "-m", "diffusion_study.book.citation", "zenodo", "--check"])
     assert done.returncode == 0, done.stderr
 
 
@@ -287,7 +287,7 @@ def test_make_book_uses_the_repository_url_only_when_given():
     offline = dry_run()
     assert "--config book/_config.yml" in offline and "book-config" not in offline
     online = dry_run("BOOK_REPOSITORY_URL=https://github.com/someone/diffusion_study")
-    assert "diffusion_study.citation book-config --out _build/launch/_config.yml" in online
+    assert "diffusion_study.book.citation book-config --out _build/launch/_config.yml" in online
     assert "--config _build/launch/_config.yml" in online
     profile = dry_run("PROFILE=smoke", "BOOK_REPOSITORY_URL=https://github.com/someone/diffusion_study")
     assert f"--config {ROOT}/_build/launch/_config.yml" in profile
@@ -302,11 +302,11 @@ def test_built_book_shows_version_date_and_launch_buttons_only_when_configured(t
     `make book BOOK_REPOSITORY_URL=...` writes. Warnings from the chapters' content are
     test_book.py's business (it builds with -W); here the launch configuration must add none."""
     py = sys.executable
-    subprocess.run([py, "-m", "diffusion_study.ledger", "--results", "results", "--claims",
+    subprocess.run([py, "-m", "diffusion_study.book.ledger", "--results", "results", "--claims",
                     "book/claims.yml", "--out", "book/_generated/claims.md"], cwd=ROOT, check=True)
     launch = tmp_path / "launch" / "_config.yml"
     env = dict(os.environ, BOOK_REPOSITORY_URL="https://github.com/someone/diffusion_study")
-    subprocess.run([py, "-m", "diffusion_study.citation", "book-config", "--out", str(launch)],
+    subprocess.run([py, "-m", "diffusion_study.book.citation", "book-config", "--out", str(launch)],
                    cwd=ROOT, check=True, env=env, capture_output=True)
     version = _pyproject_version()
     warnings = {}

@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from diffusion_study import results as results_mod
-from diffusion_study.ledger import build_ledger, load_claims, overall_verdict
-from diffusion_study.results import check_claims, read_results, write_result
+from diffusion_study.book import results as results_mod
+from diffusion_study.book.ledger import build_ledger, load_claims, overall_verdict
+from diffusion_study.book.results import check_claims, read_results, write_result
 
 CLAIM = {"verdict": "supported", "evidence": "fig-x", "effect": "z < 3", "conditions": "T=10"}
 

@@ -2,13 +2,17 @@
 
 import pytest
 import torch
-
-from diffusion_study.data import two_gaussians
-from diffusion_study.denoiser import Denoiser, Oracle
-from diffusion_study.metrics import energy_distance, mode_fractions
-from diffusion_study.processes import GaussianForward
-from diffusion_study.samplers import ddim_sample, ddpm_sample, get_sampler, time_grid
-from diffusion_study.schedules import discrete_schedule
+from diffusion_study.core.denoiser import Denoiser, Oracle
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.samplers import (
+    ddim_sample,
+    ddpm_sample,
+    get_sampler,
+    time_grid,
+)
+from diffusion_study.core.schedules import discrete_schedule
+from diffusion_study.data.toy2d import two_gaussians
+from diffusion_study.eval.metrics import energy_distance, mode_fractions
 
 
 def test_ddim_eta_one_step_is_the_ddpm_posterior():
@@ -72,7 +76,7 @@ def test_time_grid_and_bad_steps():
 
 def test_an_ensemble_samples_in_one_call_as_its_members_do_alone():
     """[G, B, D] through an EnsembleMLP denoiser equals G separate samplings of its members (same start, same noise)."""
-    from diffusion_study.models import EnsembleMLP
+    from diffusion_study.nets.models import EnsembleMLP
 
     G, B = 4, 32
     proc = GaussianForward(discrete_schedule("cosine", 50))
@@ -92,7 +96,7 @@ def test_an_ensemble_samples_in_one_call_as_its_members_do_alone():
 
 def _sample_with_noise(sampler, model, x, times, draws):
     """Run `sampler` with its Gaussian draws taken from the iterator `draws` (DDIM eta=0 draws none)."""
-    import diffusion_study.rng as rng
+    import diffusion_study.base.rng as rng
 
     original = rng.randn
     rng.randn = lambda shape, like, generator=None: next(draws).to(like)
@@ -119,7 +123,7 @@ def test_mixture_oracle_and_metrics_take_leading_batch_dims():
 
 def test_a_network_is_declared_for_one_target():
     """Trained as eps, sampled as x0: refused at wrapping time, and a checkpoint does not load into another target."""
-    from diffusion_study.models import TimeMLP
+    from diffusion_study.nets.models import TimeMLP
 
     proc = GaussianForward(discrete_schedule("cosine", 10))
     net = TimeMLP(2, hidden=8, depth=1, time_dim=4)
@@ -154,7 +158,7 @@ def test_prev_target_samples_with_the_posterior_of_its_own_step():
 
 def test_noise_free_process_samples_by_shrinking_back():
     """z_t = alpha_t x (sigma = 0): an x0 network's sampler is z_s = alpha_s x0_hat; eps/score are refused."""
-    from diffusion_study.processes import NoiseFreeForward
+    from diffusion_study.core.processes import NoiseFreeForward
 
     proc = NoiseFreeForward(discrete_schedule("cosine", 20))
     x = torch.randn(10, 2, dtype=torch.float64)

@@ -6,17 +6,33 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from diffusion_study import sampling_study as study
-from diffusion_study.data import (TiltedDensity, class_score, conditional_denoiser, gaussian_ring, guided_score,
-                                  two_gaussians)
-from diffusion_study.denoiser import Denoiser
-from diffusion_study.metrics import energy_distance
-from diffusion_study.guidance import ClassifierFreeGuidance, ClassifierGuidance, guidance_direction, tilt_exponent
-from diffusion_study.models import TimeMLP
-from diffusion_study.processes import GaussianForward
-from diffusion_study.samplers import ancestral_sample, ddim_invert, ddim_sample, ddpm_sample, get_sampler
-from diffusion_study.schedules import discrete_schedule
+from diffusion_study.core.denoiser import Denoiser
+from diffusion_study.core.guidance import (
+    ClassifierFreeGuidance,
+    ClassifierGuidance,
+    guidance_direction,
+    tilt_exponent,
+)
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.samplers import (
+    ancestral_sample,
+    ddim_invert,
+    ddim_sample,
+    ddpm_sample,
+    get_sampler,
+)
+from diffusion_study.core.schedules import discrete_schedule
+from diffusion_study.data.toy2d import (
+    TiltedDensity,
+    class_score,
+    conditional_denoiser,
+    gaussian_ring,
+    guided_score,
+    two_gaussians,
+)
+from diffusion_study.eval.metrics import energy_distance
+from diffusion_study.nets.models import TimeMLP
+from diffusion_study.studies import sampling as study
 
 T = 1000
 

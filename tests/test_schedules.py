@@ -4,8 +4,7 @@ import math
 
 import pytest
 import torch
-
-from diffusion_study.schedules import (
+from diffusion_study.core.schedules import (
     SCHEDULES,
     continuous_schedule,
     cosine_schedule,

@@ -1,8 +1,7 @@
 """Intervals over seeds cover the truth at their nominal rate; verdict classes reach the ledger."""
 
 import numpy as np
-
-from diffusion_study.stats import mean_interval, threshold_sensitivity
+from diffusion_study.eval.stats import mean_interval, threshold_sensitivity
 
 
 def test_t_interval_covers_the_mean_about_95_percent_of_the_time():
@@ -19,8 +18,8 @@ def test_interval_of_one_seed_has_no_width_and_threshold_sensitivity_reports_eac
 
 
 def test_ledger_keeps_identities_apart(tmp_path):
-    from diffusion_study.ledger import build_ledger
-    from diffusion_study.results import write_result
+    from diffusion_study.book.ledger import build_ledger
+    from diffusion_study.book.results import write_result
 
     claims = {"L1": {"verdict": "verified identity", "evidence": "fig-a", "effect": "exact", "conditions": "T=10"},
               "L4": {"verdict": "mixed", "evidence": "fig-b", "effect": "0.1 +- 0.02", "conditions": "5 seeds"}}

@@ -1,12 +1,12 @@
 """The pages the book generates when it is built, and the helpers behind them.
 
-- the execution status (diffusion_study.status): per result file the commit, date, profile,
+- the execution status (diffusion_study.book.status): per result file the commit, date, profile,
   wall time, device and versions, and every check with its pass/fail, from results/;
-- the citation page (diffusion_study.citation): the book's BibTeX from CITATION.cff, every
+- the citation page (diffusion_study.book.citation): the book's BibTeX from CITATION.cff, every
   figure under results/ with its label, file and the commit that holds it;
 - headings of every generated page hold plain text (a role there shows raw in the contents);
 - the JupyterHub launch button, off unless a hub URL is given with the repository's;
-- glued text keeps its digits (diffusion_study.notebook.paste_plain_text).
+- glued text keeps its digits (diffusion_study.book.notebook.paste_plain_text).
 """
 
 import json
@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from diffusion_study import citation, status
-from diffusion_study.ledger import build_ledger
-from diffusion_study.notebook import paste_plain_text
-from diffusion_study.results import VERDICTS, read_results, write_result
+from diffusion_study.book import citation, status
+from diffusion_study.book.ledger import build_ledger
+from diffusion_study.book.notebook import paste_plain_text
+from diffusion_study.book.results import VERDICTS, read_results, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 TOC = ROOT / "book" / "_toc.yml"
@@ -118,11 +117,11 @@ def test_status_page_with_no_results(tmp_path):
 def test_status_command_line(tmp_path):
     results = _results(tmp_path)
     out = tmp_path / "book" / "_generated" / "status.md"
-    done = _run("diffusion_study.status", "--results", str(results), "--toc", str(TOC), "--out", str(out))
+    done = _run("diffusion_study.book.status", "--results", str(results), "--toc", str(TOC), "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert out.read_text() == status.build_status(results, TOC)
     (results / "01_a" / "01_a.json").write_text("{ not json")
-    done = _run("diffusion_study.status", "--results", str(results))
+    done = _run("diffusion_study.book.status", "--results", str(results))
     assert done.returncode == 1 and "error" in done.stderr
 
 
@@ -171,7 +170,7 @@ def test_book_bibtex_from_citation_cff():
     assert entry.fields["month"] == str(cff["date-released"].month)
     assert entry.fields["version"] == str(cff["version"]) and entry.fields["license"] == cff["license"]
     assert "{The diffusion\\_study authors}" in text  # an entity kept whole, LaTeX-escaped
-    done = _run("diffusion_study.citation", "bibtex")
+    done = _run("diffusion_study.book.citation", "bibtex")
     assert done.returncode == 0 and done.stdout == text
 
 
@@ -264,12 +263,12 @@ def test_cite_page_numbers_only_figures_of_chapters_in_the_book(tmp_path):
 def test_cite_page_command_line(tmp_path):
     out = tmp_path / "cite.md"
     env = {k: v for k, v in os.environ.items() if k != "BOOK_REPOSITORY_URL"}
-    done = _run("diffusion_study.citation", "cite-page", "--results", "results", "--notebooks", "notebooks",
+    done = _run("diffusion_study.book.citation", "cite-page", "--results", "results", "--notebooks", "notebooks",
                 "--toc", "book/_toc.yml", "--out", str(out), env=env)
     assert done.returncode == 0, done.stderr
     assert out.read_text() == citation.cite_page("results", "notebooks", "book/_toc.yml")
     env["BOOK_REPOSITORY_URL"] = "https://github.com/someone/diffusion_study"
-    done = _run("diffusion_study.citation", "cite-page", env=env)
+    done = _run("diffusion_study.book.citation", "cite-page", env=env)
     assert done.returncode == 0
     if any(f["file_commit"] for f in citation.figures(ROOT / "results")):  # links need committed figures
         assert "https://github.com/someone/diffusion_study/blob/" in done.stdout
@@ -315,13 +314,13 @@ def test_book_config_reads_the_hub_from_the_environment(tmp_path):
     out = tmp_path / "_config.yml"
     env = dict(os.environ, BOOK_REPOSITORY_URL="https://github.com/someone/diffusion_study",
                BOOK_JUPYTERHUB_URL="https://hub.example.org")
-    done = _run("diffusion_study.citation", "book-config", "--out", str(out), env=env)
+    done = _run("diffusion_study.book.citation", "book-config", "--out", str(out), env=env)
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load(out.read_text())
     assert config["sphinx"]["config"]["html_theme_options"]["launch_buttons"]["jupyterhub_url"] == \
         "https://hub.example.org"
     env.pop("BOOK_JUPYTERHUB_URL")
-    done = _run("diffusion_study.citation", "book-config", "--out", str(out), env=env)
+    done = _run("diffusion_study.book.citation", "book-config", "--out", str(out), env=env)
     assert done.returncode == 0
     assert "jupyterhub_url" not in yaml.safe_load(out.read_text())["launch_buttons"]
 
@@ -333,11 +332,11 @@ def test_built_chapter_has_a_hub_button(tmp_path):
     launch = tmp_path / "launch" / "_config.yml"
     citation.write_launch_config("https://github.com/someone/diffusion_study", launch,
                                  hub_url="https://hub.example.org")
-    for args in (["diffusion_study.ledger", "--results", "results", "--claims", "book/claims.yml",
+    for args in (["diffusion_study.book.ledger", "--results", "results", "--claims", "book/claims.yml",
                   "--out", "book/_generated/claims.md"],
-                 ["diffusion_study.status", "--results", "results", "--toc", "book/_toc.yml",
+                 ["diffusion_study.book.status", "--results", "results", "--toc", "book/_toc.yml",
                   "--out", "book/_generated/status.md"],
-                 ["diffusion_study.citation", "cite-page", "--out", "book/_generated/cite.md"]):
+                 ["diffusion_study.book.citation", "cite-page", "--out", "book/_generated/cite.md"]):
         assert _run(*args).returncode == 0
     build = subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build", ".",
                             "--path-output", str(tmp_path / "out"), "--config", str(launch),
@@ -357,8 +356,8 @@ def test_make_book_generates_the_pages_and_guards_the_hub_switch():
 
     for profile, results in (("cpu", "results"), ("smoke", "runs/smoke/results")):
         out = dry_run(f"PROFILE={profile}").stdout
-        assert f"diffusion_study.status --results {results}" in out
-        assert f"diffusion_study.citation cite-page --results {results}" in out
+        assert f"diffusion_study.book.status --results {results}" in out
+        assert f"diffusion_study.book.citation cite-page --results {results}" in out
     lonely = dry_run("BOOK_JUPYTERHUB_URL=https://hub.example.org").stdout
     assert "BOOK_JUPYTERHUB_URL needs BOOK_REPOSITORY_URL" in lonely
     both = dry_run("BOOK_JUPYTERHUB_URL=https://hub.example.org",
@@ -385,5 +384,5 @@ def test_a_format_spec_still_formats():
 
 def test_the_book_loads_the_glue_fix():
     config = _book_config()["sphinx"]["config"]
-    assert "diffusion_study.notebook" in config["extensions"]
+    assert "diffusion_study.book.notebook" in config["extensions"]
     assert "sphinx_thebe" not in config["extensions"]

@@ -1,6 +1,6 @@
 """Chapter 1's algebra, proved by sympy."""
 
-from diffusion_study import symbolic as sym
+from diffusion_study.core import symbolic as sym
 
 
 def test_completing_the_square_gives_the_ddpm_posterior():

@@ -4,16 +4,15 @@ bad parameters are refused."""
 
 import pytest
 import torch
-
-from diffusion_study.data import toy_split, two_gaussians
-from diffusion_study.denoiser import Denoiser
-from diffusion_study.objectives import sample_time, simple_loss
-from diffusion_study.predictions import target
-from diffusion_study.processes import NoiseFreeForward
-from diffusion_study.samplers import ddim_sample, ddpm_sample
-from diffusion_study.schedules import discrete_schedule
-from diffusion_study import rng
-from diffusion_study.toy import (
+from diffusion_study.base import rng
+from diffusion_study.core.denoiser import Denoiser
+from diffusion_study.core.objectives import sample_time, simple_loss
+from diffusion_study.core.predictions import target
+from diffusion_study.core.processes import NoiseFreeForward
+from diffusion_study.core.samplers import ddim_sample, ddpm_sample
+from diffusion_study.core.schedules import discrete_schedule
+from diffusion_study.data.toy2d import toy_split, two_gaussians
+from diffusion_study.studies.toy_grid import (
     GaussianisingMap,
     GridSpec,
     PairingForward,
@@ -70,7 +69,7 @@ def test_pairing_maps_the_mixture_to_a_standard_gaussian():
 
 
 def test_pairing_refuses_mixtures_it_cannot_gaussianise():
-    from diffusion_study.data import GaussianMixture
+    from diffusion_study.data.toy2d import GaussianMixture
 
     tilted = GaussianMixture(torch.tensor([0.5, 0.5], dtype=torch.float64),
                              torch.tensor([[-2.0, 0.0], [2.0, 1.0]], dtype=torch.float64),

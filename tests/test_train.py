@@ -5,15 +5,20 @@ import os
 import signal
 import socket
 
+import diffusion_study.training.loop as train_module
 import pytest
 import torch
 import torch.distributed as dist
+from diffusion_study.nets.models import EnsembleMLP, TimeMLP
+from diffusion_study.training.loop import (
+    ema_decay_at,
+    load_checkpoint,
+    rank_seed,
+    save_checkpoint,
+    train,
+    train_step,
+)
 from torch.nn.parallel import DistributedDataParallel
-
-import diffusion_study.train as train_module
-from diffusion_study.models import EnsembleMLP, TimeMLP
-from diffusion_study.train import (ema_decay_at, load_checkpoint, rank_seed, save_checkpoint, train,
-                                   train_step)
 
 DATA = torch.randn(256, 2, generator=torch.Generator().manual_seed(1)) * 0.5 + 1.0
 
@@ -464,7 +469,7 @@ def test_a_modified_checkpoint_is_refused(tmp_path):
     state = torch.load(path, weights_only=True)
     state["model"][name] = state["model"][name] - 451.0
     state["step"] = -5
-    from diffusion_study.train import state_digest
+    from diffusion_study.training.loop import state_digest
 
     state["digest"] = state_digest({k: v for k, v in state.items() if k != "digest"})
     torch.save(state, path)

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from diffusion_study import cli, rng
-from diffusion_study.distributed import shard_draws, sharded_bound
-from diffusion_study.train import load_checkpoint, train
+from diffusion_study.base import rng
+from diffusion_study.nets.models import UNet
+from diffusion_study.studies import cli
+from diffusion_study.training.distributed import shard_draws, sharded_bound
+from diffusion_study.training.loop import load_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--base", "8", "--mults", "1,2", "--batch", "8", "--T", "10",
@@ -70,7 +71,7 @@ def test_draws_sliced_over_ranks_are_the_one_process_draws():
     for i in range(3):
         assert torch.equal(torch.cat([p[i] for p in parts]), whole[i])
     assert all(torch.equal(p[3], whole[3]) for p in parts)  # 0-dim draws are shared
-    assert rng.randn.__module__ == "diffusion_study.rng"  # restored
+    assert rng.randn.__module__ == "diffusion_study.base.rng"  # restored
 
 
 def test_global_draws_on_one_process_are_the_plain_run():
@@ -119,8 +120,8 @@ def test_cli_refuses_another_configuration_and_bad_choices(tmp_path):
 
 
 def test_sharded_bound_refuses_a_ddp_wrapper_and_is_deterministic():
-    from diffusion_study.images import load_image_dataset
-    from diffusion_study.schedules import continuous_schedule
+    from diffusion_study.core.schedules import continuous_schedule
+    from diffusion_study.data.images import load_image_dataset
 
     data = load_image_dataset("digits").test[:20]
     torch.manual_seed(0)
@@ -182,18 +183,18 @@ def test_gpu_script_parses_and_builds_valid_commands(tmp_path):
 def test_bf16_trains_the_networks_in_bfloat16_and_evaluates_in_float32(tmp_path):
     assert cli.main(cli_args(tmp_path / "bf16", 1, "--model", "ndm", "--objective", "continuous", "--precision", "bf16",
                              "--eval-examples", "8")) == 0
-    from diffusion_study.schedules import continuous_schedule
+    from diffusion_study.core.schedules import continuous_schedule
 
     model = cli.image_model("ndm", continuous_schedule("logsnr_cosine"), base=8, mults=(1, 2), bf16=True)
     z, t = torch.randn(2, 1, 8, 8), torch.rand(2)
     assert isinstance(model.net.net, cli.AutocastUNet) and model.net.net(z, t).dtype == torch.float32
-    plain = cli.UNet(1, 8, (1, 2))
+    plain = UNet(1, 8, (1, 2))
     assert list(plain.state_dict()) == list(model.net.net.state_dict())  # checkpoints interchangeable
     with cli.full_precision(model):
         assert not model.net.net.autocast_enabled
     assert model.net.net.autocast_enabled
     cli.Objective(model, "continuous", 17, 10)
-    f_net = model.process.net.net  # F's U-Net inside ndm.SlowTime
+    f_net = model.process.net.net  # F's U-Net inside transforms.SlowTime
     assert isinstance(f_net, cli.AutocastUNet) and not f_net.autocast_enabled  # F under jvp stays float32
 
 
@@ -201,24 +202,25 @@ def test_the_cli_trains_chapter_5s_model_on_chapter_5s_loss():
     """One image_model and one bound for the chapter and the command line (so the GPU run's numbers sit beside
     the CPU ones): the CLI's defaults build the chapter's model (SlowTime F, x_hat clipped) bitwise, and its
     'vlb' objective is image_study's sampled bound in bits/dim, on the same draws."""
-    from diffusion_study import image_study, ndm
-    from diffusion_study.schedules import continuous_schedule
+    from diffusion_study.core.schedules import continuous_schedule
+    from diffusion_study.nets import transforms
+    from diffusion_study.studies import ndm_images
 
     sched = continuous_schedule("logsnr_cosine")
     args = cli.parse(cli_args("unused", 1, "--model", "ndm", "--seed", "3"))
     assert (args.clip, args.f_time_scale) == (True, 0.01)
     model = cli.build_model(args, sched, 1, 0.6)
-    ref = image_study.image_model("ndm", sched, base=8, mults=(1, 2), data_std=0.6, seed=3)
-    assert model.clip == (-1.0, 1.0) and isinstance(model.process.net, ndm.SlowTime)
+    ref = ndm_images.image_model("ndm", sched, base=8, mults=(1, 2), data_std=0.6, seed=3)
+    assert model.clip == (-1.0, 1.0) and isinstance(model.process.net, transforms.SlowTime)
     assert close(model.state_dict(), ref.state_dict(), atol=0)
     x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
         got = cli.Objective(model, "vlb", 17, 10)(x, torch.Generator().manual_seed(5))
-        nats = image_study.bound_loss(sched.grid(10), cli.DiscretizedGaussianDecoder(17))(
+        nats = ndm_images.bound_loss(sched.grid(10), cli.DiscretizedGaussianDecoder(17))(
             ref, x, torch.Generator().manual_seed(5))
     torch.testing.assert_close(got, (nats / (64 * math.log(2))).float(), rtol=0, atol=0)
     plain = cli.build_model(cli.parse(cli_args("unused", 1, "--model", "ndm", "--no-clip", "--f-time-scale", "0")),
                             sched, 1, 0.6)
-    assert plain.clip is None and isinstance(plain.process.net, cli.UNet)
+    assert plain.clip is None and isinstance(plain.process.net, UNet)
     with pytest.raises(SystemExit, match="--f-time-scale must be"):
         cli.parse(cli_args("unused", 1, "--f-time-scale", "-1"))

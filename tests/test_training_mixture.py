@@ -1,16 +1,15 @@
 """A few hundred steps of L_simple on the two-Gaussian mixture: the loss falls and samples land on both modes."""
 
 import torch
-
-from diffusion_study.data import two_gaussians
-from diffusion_study.denoiser import Denoiser
-from diffusion_study.metrics import mode_fractions
-from diffusion_study.models import TimeMLP
-from diffusion_study.objectives import simple_loss
-from diffusion_study.processes import GaussianForward
-from diffusion_study.samplers import ddim_sample
-from diffusion_study.schedules import discrete_schedule
-from diffusion_study.train import train
+from diffusion_study.core.denoiser import Denoiser
+from diffusion_study.core.objectives import simple_loss
+from diffusion_study.core.processes import GaussianForward
+from diffusion_study.core.samplers import ddim_sample
+from diffusion_study.core.schedules import discrete_schedule
+from diffusion_study.data.toy2d import two_gaussians
+from diffusion_study.eval.metrics import mode_fractions
+from diffusion_study.nets.models import TimeMLP
+from diffusion_study.training.loop import train
 
 
 def test_short_training_lowers_the_loss_and_covers_both_modes():

@@ -2,12 +2,11 @@
 
 import pytest
 import torch
-
-from diffusion_study.data import toy_dataset
-from diffusion_study.denoiser import Denoiser
-from diffusion_study.objectives import DiscretizedGaussianDecoder, reverse_variance
-from diffusion_study.processes import GaussianForward, NeuralForward
-from diffusion_study.schedules import continuous_schedule, discrete_schedule
+from diffusion_study.core.denoiser import Denoiser
+from diffusion_study.core.objectives import DiscretizedGaussianDecoder, reverse_variance
+from diffusion_study.core.processes import GaussianForward, NeuralForward
+from diffusion_study.core.schedules import continuous_schedule, discrete_schedule
+from diffusion_study.data.toy2d import toy_dataset
 
 
 @pytest.mark.parametrize("build", [lambda: discrete_schedule("quadratic", 10), lambda: continuous_schedule("sigmoid")])
@@ -55,7 +54,7 @@ def test_decoder_levels_and_time_ranges():
 
 
 def test_toy_split_is_seeded_and_disjoint_draws():
-    from diffusion_study.data import toy_split
+    from diffusion_study.data.toy2d import toy_split
 
     a_train, a_test = toy_split("two_moons", 500, 100, seed=3)
     b_train, b_test = toy_split("two_moons", 500, 100, seed=3)
@@ -65,7 +64,7 @@ def test_toy_split_is_seeded_and_disjoint_draws():
 
 
 def test_checkerboard_points_lie_on_dark_squares_only():
-    from diffusion_study.data import checkerboard
+    from diffusion_study.data.toy2d import checkerboard
 
     x = checkerboard(5000, torch.Generator().manual_seed(0), squares=4, scale=2.0)
     cells = torch.floor((x + 2.0) / 1.0).long()
@@ -76,22 +75,21 @@ def test_checkerboard_points_lie_on_dark_squares_only():
 
 @pytest.mark.parametrize("value", ["abc", None, float("nan"), float("inf"), 2.5, 0, -3, True, [3]])
 def test_positive_int_names_the_parameter_for_every_bad_value(value):
-    from diffusion_study.validation import positive_int
+    from diffusion_study.base.args import positive_int
 
     with pytest.raises(ValueError, match=r"^steps must be a positive integer, got "):
         positive_int("steps", value)
 
 
 def test_positive_int_accepts_integral_values():
-    from diffusion_study.validation import positive_int
+    from diffusion_study.base.args import positive_int
 
     assert positive_int("T", 3) == 3 and positive_int("T", 4.0) == 4 and positive_int("T", "5") == 5
 
 
 def test_positive_int_accepts_numpy_and_torch_integers():
     import numpy as np
-
-    from diffusion_study.validation import positive_int
+    from diffusion_study.base.args import positive_int
 
     assert positive_int("T", np.int64(7)) == 7 and positive_int("T", np.float64(3.0)) == 3
     assert positive_int("T", torch.tensor(5)) == 5
@@ -103,11 +101,16 @@ def test_positive_int_accepts_numpy_and_torch_integers():
 # (issue 13, item 8): a wrong argument gets an error naming it and the expected shape or dtype, never
 # an AssertionError with bare shapes or torch's "mat1 and mat2 must have the same dtype".
 
-from diffusion_study.likelihood import bits_per_dim  # noqa: E402
-from diffusion_study.models import EnsembleMLP, TimeMLP, UNet, time_embedding  # noqa: E402
-from diffusion_study.objectives import GaussianDecoder, simple_loss, vlb_terms  # noqa: E402
-from diffusion_study.samplers import ancestral_sample, ddim_invert, ddim_sample, ddpm_sample  # noqa: E402
-from diffusion_study.validation import ShapeError, check_model_input  # noqa: E402
+from diffusion_study.base.tensors import ShapeError, check_model_input
+from diffusion_study.core.likelihood import bits_per_dim
+from diffusion_study.core.objectives import GaussianDecoder, simple_loss, vlb_terms
+from diffusion_study.core.samplers import (
+    ancestral_sample,
+    ddim_invert,
+    ddim_sample,
+    ddpm_sample,
+)
+from diffusion_study.nets.models import EnsembleMLP, TimeMLP, UNet, time_embedding
 
 
 def _mlp_model(num_classes=0):
@@ -211,7 +214,7 @@ def test_labels_are_checked_at_the_entry_points():
 
 
 def test_guidance_wrappers_are_checked_through_to_their_network():
-    from diffusion_study.guidance import ClassifierFreeGuidance
+    from diffusion_study.core.guidance import ClassifierFreeGuidance
 
     guided = ClassifierFreeGuidance(_mlp_model(num_classes=3), 1.0)
     with pytest.raises(ShapeError, match=r"^ddim_sample: x must have shape \[B, 2\]"):
@@ -219,7 +222,7 @@ def test_guidance_wrappers_are_checked_through_to_their_network():
 
 
 def test_samplers_check_once_before_the_loop_not_per_step(monkeypatch):
-    from diffusion_study import samplers
+    from diffusion_study.core import samplers
 
     calls = []
     real = samplers.check_model_input

@@ -1,0 +1,1 @@
+"""One module per chapter (configurations, measurements, claim verdicts) and the command line. May import everything."""
