@@ -1,0 +1,1 @@
+"""Data: 2D toys with exact densities, image datasets. Imports core and base."""
