@@ -1,3 +1,4 @@
+import diffusion_study  # noqa: F401  (first: it pins the CPU code paths before torch's first operation)
 import torch
 
 # Unit tests work on small tensors: one thread is as fast and is immune to the oversubscription

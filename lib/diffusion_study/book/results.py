@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from diffusion_study.base.io import write_text_atomic
+from diffusion_study.base.numerics import numerics_record
 
 EMPIRICAL_VERDICTS = ("supported", "not supported", "mixed")
 IDENTITY_VERDICTS = ("verified identity", "identity fails")
@@ -100,6 +101,7 @@ def provenance(wall_time_s: float | None = None) -> dict[str, Any]:
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "device": device,
+        "numerics": numerics_record(),
         "hostname": socket.gethostname(),
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 3),
