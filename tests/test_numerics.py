@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
 from diffusion_study.base.numerics import OPT_OUT, PINNED, cpu_has_avx2, numerics_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,3 +75,62 @@ def test_results_record_the_numerics():
     assert record["ATEN_CPU_CAPABILITY"] == "avx2" and record["MKL_CBWR"] == PINNED["MKL_CBWR"]
     if cpu_has_avx2():
         assert record["cpu_capability"] == "AVX2" and record["reproducible_with_book"] is True
+
+
+def _compared_outputs(path: Path) -> list[str]:
+    """What nbval compares in an executed notebook: every code cell's text outputs (streams, text/plain,
+    HTML, glued text), images left out as nbval leaves them out."""
+    import nbformat
+
+    texts = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if "text" in out:
+                texts.append(out["text"])
+            for mime, value in out.get("data", {}).items():
+                if "image" not in mime:
+                    texts.append(f"{mime}: {value}")
+    return texts
+
+
+def _numbers(tree, path="") -> dict:
+    """The results JSON flattened to {path: value}, without the machine's clock (wall times) and paths."""
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() if not re.search(r"seconds|wall|out_dir|time_utc", key)
+                for k, v in _numbers(value, f"{path}/{key}").items()}
+    if isinstance(tree, list):
+        return {k: v for i, value in enumerate(tree) for k, v in _numbers(value, f"{path}/{i}").items()}
+    return {path: tree}
+
+
+@needs_avx2
+@pytest.mark.slow
+def test_a_chapter_executes_to_the_same_outputs_on_two_simulated_machines(tmp_path):
+    """Chapter 2 at the smoke profile (it trains, samples and scores ensembles), executed as the book
+    executes it, with the environment of an AVX-512 machine and of one without vector kernels."""
+    import papermill
+
+    chapter = REPO / "notebooks" / "02_toy_study.ipynb"
+    runs = {}
+    for machine in ("avx512", "default"):
+        saved = {k: os.environ.get(k) for k in [*PINNED, "ATEN_CPU_CAPABILITY"]}
+        for k in PINNED:
+            os.environ.pop(k, None)
+        os.environ["ATEN_CPU_CAPABILITY"] = machine  # what the kernel process inherits
+        try:
+            out = tmp_path / machine
+            out.mkdir()
+            papermill.execute_notebook(str(chapter), str(out / chapter.name), cwd=str(chapter.parent),
+                                       progress_bar=False, parameters={"profile": "smoke", "out_dir": str(out)})
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        result = json.loads((out / "02_toy_study.json").read_text())
+        result.pop("provenance", None)
+        runs[machine] = (_compared_outputs(out / chapter.name), result)
+    (texts_a, result_a), (texts_b, result_b) = runs["avx512"], runs["default"]
+    flat_a, flat_b = _numbers(result_a), _numbers(result_b)
+    assert flat_a.keys() == flat_b.keys()
+    assert [k for k in flat_a if flat_a[k] != flat_b[k]] == []
+    assert [t for t in texts_a if "out_dir" not in t and "wall" not in t] == \
+        [t for t in texts_b if "out_dir" not in t and "wall" not in t]

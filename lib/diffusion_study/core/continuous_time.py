@@ -27,8 +27,9 @@ from torch.func import jvp
 
 from diffusion_study.base import rng
 from diffusion_study.base.args import choose, positive_int
-from diffusion_study.core.objectives import VLBTerms, _sum_event, event_dims_of
-from diffusion_study.core.processes import ForwardProcess, GaussianForward
+from diffusion_study.core.events import event_dims_of, sum_event
+from diffusion_study.core.objectives import VLBTerms
+from diffusion_study.core.processes import ForwardProcess
 from diffusion_study.core.schedules import coefficient
 
 T_DENSITIES = ("uniform", "log_snr")
@@ -125,7 +126,7 @@ def transform_with_velocity(process, pairs: list[tuple[Tensor, Tensor]]) -> list
     x: [*batch, *event]; t float64, of the batch shape or 0-dim. GaussianForward: (x, 0) without a
     call; StraightForward: (c_t x, c'_t x) by autograd of the scale. Differentiable in F's parameters.
     """
-    if isinstance(process, GaussianForward):
+    if process.is_identity:
         return [(x, torch.zeros_like(x)) for x, _ in pairs]
     if hasattr(process, "transform_velocity"):  # closed-form transforms: no network to batch
         return [process.transform_velocity(x, t) for x, t in pairs]
@@ -205,10 +206,10 @@ def continuous_bound_terms(denoiser, x: Tensor, *, decoder, reverse=None, t_dens
     x_hat_t, x_hat_0 = x_hat.split(batch[-1], dim=batch_dims - 1)
     ((g_t, dg_t),) = transform_with_velocity(reverse, [(x_hat_t, t)])
     m_hat, dm_hat = mean_and_velocity(sde, g_t, dg_t)
-    err = _sum_event(drift_difference(sde, m, dm, m_hat, dm_hat) ** 2, event_dims)
+    err = sum_event(drift_difference(sde, m, dm, m_hat, dm_hat) ** 2, event_dims)
     diffusion = 0.5 * err / coefficient(sde.g2 * p_t, err)
     prior_mean = coefficient(sched.alpha(t1), x) * f_1
-    prior = _sum_event(0.5 * (prior_mean**2 + coefficient(sched.sigma(t1) ** 2 - 1 - 2 * sched.sigma(t1).log(), x)),
+    prior = sum_event(0.5 * (prior_mean**2 + coefficient(sched.sigma(t1) ** 2 - 1 - 2 * sched.sigma(t1).log(), x)),
                        event_dims)
     decoder_nll = decoder.nll(x, x_hat_0, coefficient(sched.sigma(t0), x), event_dims)
     return VLBTerms(prior=prior, diffusion=diffusion, decoder=decoder_nll)
@@ -232,7 +233,7 @@ def noise_prediction_loss(denoiser, x: Tensor, generator=None) -> Tensor:
     eps = rng.randn(x.shape, x, generator)
     z = denoiser.process.sample(x, t, eps)
     err = (eps - denoiser.eps(z, t)) ** 2
-    return _sum_event(err, x.ndim - len(batch)) / math.prod(x.shape[len(batch):])
+    return sum_event(err, x.ndim - len(batch)) / math.prod(x.shape[len(batch):])
 
 
 # ---------------------------------------------------------------------------------------
@@ -355,7 +356,7 @@ def ode_nll(model, x: Tensor, steps: int = 32, *, reverse=None, event_dims: int 
         state = _rk4(fn, state, times[i], times[i + 1])
     z_1, integral = state
     d = math.prod(x.shape[x.ndim - event_dims:])
-    log_prior = -0.5 * _sum_event(z_1**2, event_dims) - 0.5 * d * math.log(2 * math.pi)
+    log_prior = -0.5 * sum_event(z_1**2, event_dims) - 0.5 * d * math.log(2 * math.pi)
     return -(log_prior + integral + d * sched.alpha(t0).log().to(x.dtype))
 
 

@@ -20,7 +20,6 @@ from diffusion_study.base.tensors import (
     model_network,
 )
 from diffusion_study.core.predictions import PREDICTIONS, to_eps, to_x0
-from diffusion_study.core.processes import NeuralForward
 from diffusion_study.core.schedules import coefficient
 
 _BOUND = "_diffusion_prediction"  # attribute a wrapped network keeps: the target it was declared for
@@ -118,13 +117,13 @@ class Denoiser(nn.Module):
         except RuntimeError:
             self.check_input(z, t)
             raise
-        if self.clip is None and not isinstance(self.process, NeuralForward):
+        if self.clip is None and self.process.is_identity:
             return to_eps(self.prediction, self.output(z, t, y), z, alpha, sigma, step)
         return (z - alpha * self.process.transform(self(z, t, y), t)) / sigma
 
 
 def _check_pairing(process, prediction: str) -> None:
-    if isinstance(process, NeuralForward) and prediction != "x0":
+    if not process.is_identity and prediction != "x0":
         raise ValueError(f"{type(process).__name__} needs prediction 'x0', got {prediction!r}")
     if getattr(process, "noise_free", False) and prediction not in ("x0", "prev"):
         raise ValueError(f"{type(process).__name__} has no noise: prediction must be 'x0' or 'prev', got {prediction!r}")

@@ -20,12 +20,12 @@ from torch import Tensor
 from diffusion_study.base import rng
 from diffusion_study.base.args import positive_int
 from diffusion_study.base.tensors import check_model_input
+from diffusion_study.core.events import event_dims_of
 from diffusion_study.core.objectives import (
     VLBTerms,
     check_finite,
     checked_grid,
     decoder_nll_at,
-    event_dims_of,
     nats_to_bits_per_dim,
     reverse_variance,
     vlb_terms,

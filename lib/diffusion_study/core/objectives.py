@@ -25,22 +25,11 @@ from torch import Tensor
 from diffusion_study.base import rng
 from diffusion_study.base.args import choose, positive_int
 from diffusion_study.base.tensors import check_model_input
+from diffusion_study.core.events import event_dims_of, sum_event
 from diffusion_study.core.predictions import target
-from diffusion_study.core.processes import NeuralForward
 from diffusion_study.core.schedules import coefficient
 
 REVERSE_VARIANCES = ("posterior", "beta")
-
-
-def _sum_event(x: Tensor, event_dims: int) -> Tensor:
-    return x.sum(dim=tuple(range(x.ndim - event_dims, x.ndim))) if event_dims else x
-
-
-def event_dims_of(x: Tensor, event_dims: int | None, denoiser=None) -> int:
-    """Explicit event_dims, else the denoiser's network's, else all but the first dim."""
-    if event_dims is None:
-        event_dims = getattr(denoiser, "event_dims", None)
-    return x.ndim - 1 if event_dims is None else event_dims
 
 
 def sample_time(schedule, shape, like: Tensor, generator=None) -> Tensor:
@@ -72,7 +61,7 @@ def simple_loss(denoiser, x: Tensor, *, y: Tensor | None = None, generator=None,
     out = denoiser.output(z, t, y)
     alpha, sigma, step = denoiser.scales(t, x)
     err = (out - target(kind, x, eps, alpha, sigma, step)) ** 2
-    return _sum_event(err, event_dims) / math.prod(x.shape[len(batch):])
+    return sum_event(err, event_dims) / math.prod(x.shape[len(batch):])
 
 
 # ---------------------------------------------------------------------------------------
@@ -123,7 +112,7 @@ class GaussianDecoder:
     def nll(self, x: Tensor, mean: Tensor, std: Tensor, event_dims: int) -> Tensor:
         """-log N(x; mean, std^2) summed over the event dims; [B]."""
         nll = 0.5 * ((x - mean) / std) ** 2 + torch.log(std) + 0.5 * math.log(2 * math.pi)
-        return _sum_event(nll.expand_as(x), event_dims)
+        return sum_event(nll.expand_as(x), event_dims)
 
 
 class DiscretizedGaussianDecoder:
@@ -165,7 +154,7 @@ class DiscretizedGaussianDecoder:
         """-log P(x) summed over the event dims; x must lie on the grid (see `check`). [B]."""
         lo = torch.where(x <= -1 + 1e-6, -math.inf, (x - self.half_width - mean) / std)
         hi = torch.where(x >= 1 - 1e-6, math.inf, (x + self.half_width - mean) / std)
-        return _sum_event(-standard_normal_log_cdf_interval(lo, hi), event_dims)
+        return sum_event(-standard_normal_log_cdf_interval(lo, hi), event_dims)
 
 
 class VLBTerms(NamedTuple):
@@ -199,7 +188,7 @@ def prior_kl(process, x: Tensor, event_dims: int | None = None, t=1.0) -> Tensor
     event_dims = event_dims_of(x, event_dims)
     mean, std = process.marginal(x, torch.as_tensor(t, dtype=torch.float64))
     kl = gaussian_kl(mean, (std**2).expand_as(x), torch.zeros_like(x), torch.ones_like(x))
-    return _sum_event(kl, event_dims)
+    return sum_event(kl, event_dims)
 
 
 def reverse_variance(process, s, t, kind: str = "posterior") -> Tensor:
@@ -228,7 +217,7 @@ def diffusion_kl(denoiser, x: Tensor, s, t, noise: Tensor, *, variance: str = "p
     mean_p = process.mean_from_transforms(c, g_s, g_t, z_t)
     var_q = coefficient(c.posterior_var, x).expand_as(x)
     var_p = var_q if variance == "posterior" else coefficient(reverse_variance(process, s, t, variance), x).expand_as(x)
-    return _sum_event(gaussian_kl(mean_q, var_q, mean_p, var_p), event_dims)
+    return sum_event(gaussian_kl(mean_q, var_q, mean_p, var_p), event_dims)
 
 
 def decoder_nll_at(denoiser, x: Tensor, z: Tensor, t, decoder, event_dims: int, y: Tensor | None = None) -> Tensor:
@@ -290,7 +279,7 @@ def continuous_vlb_terms(denoiser, x: Tensor, *, decoder, t_min: float = 0.0, n_
     process = denoiser.process
     _refuse_noise_free(process)
     sched = process.schedule
-    if sched.T is not None or isinstance(process, NeuralForward):
+    if sched.T is not None or not process.is_identity:
         raise ValueError("continuous_vlb_terms needs a GaussianForward process on a continuous schedule")
     t0 = torch.tensor(float(t_min), dtype=torch.float64)
     if not 0 <= t_min < 1 or not sched.sigma(t0) > 0:
@@ -301,7 +290,7 @@ def continuous_vlb_terms(denoiser, x: Tensor, *, decoder, t_min: float = 0.0, n_
         t = t_min + (1 - t_min) * rng.rand(batch, x, generator)
         z = process.sample(x, t, rng.randn(x.shape, x, generator))
         d_snr = sched.d_log_snr(t) * sched.log_snr(t).exp()  # SNR'(t) < 0
-        err = _sum_event((x - denoiser(z, t, y)) ** 2, event_dims)
+        err = sum_event((x - denoiser(z, t, y)) ** 2, event_dims)
         diffusion = diffusion - 0.5 * (1 - t_min) * d_snr * err
     z_min = process.sample(x, t0.to(x.device), rng.randn(x.shape, x, generator))
     return VLBTerms(

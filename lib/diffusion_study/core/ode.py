@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from diffusion_study.base import rng
 from diffusion_study.base.args import choose, positive_int
+from diffusion_study.core.events import event_dims_of, sum_event
 from diffusion_study.core.likelihood import BitsPerDim
 from diffusion_study.core.schedules import coefficient
 
@@ -44,16 +45,6 @@ ADAPTIVE = ("dopri5",)
 DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
 
-
-def _event_dims(model, x: Tensor, event_dims: int | None) -> int:
-    if event_dims is not None:
-        return event_dims
-    inner = getattr(model, "model", None)  # a guidance wrapper's model
-    return getattr(model, "event_dims", None) or getattr(inner, "event_dims", None) or x.ndim - 1
-
-
-def _sum_event(x: Tensor, event_dims: int) -> Tensor:
-    return x.sum(tuple(range(x.ndim - event_dims, x.ndim)))
 
 
 class ProbabilityFlow(nn.Module):
@@ -181,7 +172,7 @@ def hutchinson_divergence(f: Tensor, z: Tensor, probe: Tensor, event_dims: int) 
     One vector-Jacobian product for the whole batch; `probe` v is shaped like z.
     """
     (vjp,) = torch.autograd.grad(f, z, grad_outputs=probe)
-    return _sum_event(vjp * probe, event_dims)
+    return sum_event(vjp * probe, event_dims)
 
 
 def draw_probe(kind: str, like: Tensor, generator=None) -> Tensor:
@@ -213,7 +204,7 @@ class _AugmentedFlow(nn.Module):
 
 def standard_normal_log_prob(z: Tensor, event_dims: int) -> Tensor:
     """log N(z; 0, I) summed over the event dims, [*batch]."""
-    return _sum_event(-0.5 * z**2 - 0.5 * math.log(2 * math.pi), event_dims)
+    return sum_event(-0.5 * z**2 - 0.5 * math.log(2 * math.pi), event_dims)
 
 
 @dataclass(frozen=True)
@@ -244,7 +235,7 @@ def ode_log_likelihood(model, x: Tensor, extra_args: dict | None = None, *, t0: 
     """
     method = check_solver(method, rtol, atol)
     choose("divergence", divergence, DIVERGENCES)
-    event_dims = _event_dims(model, x, event_dims)
+    event_dims = event_dims_of(x, event_dims, model)
     flow = ProbabilityFlow(model, extra_args)
     if method in ADAPTIVE:
         times = torch.tensor([t0, t1], dtype=torch.float64)
@@ -298,7 +289,7 @@ def ode_bits_per_dim(model, data: Tensor, *, bin_width: float, batch_size: int =
     over examples (of the probe-averaged values); the probe variance is in the second output.
     """
     batch_size = positive_int("batch_size", batch_size)
-    event_dims = _event_dims(model, data, event_dims)
+    event_dims = event_dims_of(data, event_dims, model)
     axis = data.ndim - event_dims - 1
     dims = math.prod(data.shape[axis + 1:])
     parts = []

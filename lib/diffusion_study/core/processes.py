@@ -52,9 +52,13 @@ class StepCoefficients(NamedTuple):
 
 
 class ForwardProcess(nn.Module):
-    """q(z_t|x) = N(alpha_t F(x,t), sigma_t^2 I); subclasses define `transform` F(x, t)."""
+    """q(z_t|x) = N(alpha_t F(x,t), sigma_t^2 I); subclasses define `transform` F(x, t).
+
+    `is_identity` answers "is F(x, t) = x?" for the whole library (eps conversions, dF/dt = 0, the fused
+    sampler step): True for DDPM's process and its subclasses, False for any learned or scaled F."""
 
     noise_free = False
+    is_identity = False
 
     def __init__(self, schedule: Schedule):
         super().__init__()
@@ -127,6 +131,8 @@ class ForwardProcess(nn.Module):
 
 class GaussianForward(ForwardProcess):
     """DDPM's forward process: F(x, t) = x, so q(z_t|x) = N(alpha_t x, sigma_t^2 I)."""
+
+    is_identity = True
 
     def transform(self, x: Tensor, t) -> Tensor:
         return x

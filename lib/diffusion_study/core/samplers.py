@@ -29,7 +29,7 @@ from diffusion_study.base.tensors import check_model_input
 from diffusion_study.core.denoiser import Denoiser
 from diffusion_study.core.objectives import REVERSE_VARIANCES
 from diffusion_study.core.predictions import to_eps, to_x0
-from diffusion_study.core.processes import GaussianForward, StepCoefficients
+from diffusion_study.core.processes import StepCoefficients
 
 
 def time_grid(schedule, steps: int | None = None) -> Tensor:
@@ -57,7 +57,7 @@ def _direct_plan(model, process, times: Tensor, coefs: StepCoefficients, like: T
     None for any other model (an Oracle, a guidance wrapper, a clipped or NDM denoiser).
     """
     if (type(model) is not Denoiser or model.clip is not None or model.prediction == "prev"
-            or not isinstance(process, GaussianForward) or set(extra_args) - {"y"}):
+            or not process.is_identity or set(extra_args) - {"y"}):
         return None
     alpha, sigma = process.alpha_sigma(times[:-1]).unbind(-1)  # float64 [steps]
     ones, zeros = torch.ones_like(alpha), torch.zeros_like(alpha)

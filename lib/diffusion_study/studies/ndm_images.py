@@ -39,7 +39,8 @@ from diffusion_study.base import rng
 from diffusion_study.base.args import choose, positive_int
 from diffusion_study.core import continuous_time
 from diffusion_study.core.denoiser import Denoiser
-from diffusion_study.core.objectives import _sum_event, gaussian_kl
+from diffusion_study.core.events import sum_event
+from diffusion_study.core.objectives import gaussian_kl
 from diffusion_study.core.processes import GaussianForward, NeuralForward
 from diffusion_study.core.samplers import ddpm_sample
 from diffusion_study.core.schedules import coefficient
@@ -171,11 +172,11 @@ def sampled_bound(model, x: Tensor, times: Tensor, *, decoder, generator=None, i
     # KL between equal-variance Gaussians; term 1 has no KL (its s = 0 may have variance 0): a safe variance there
     var = torch.where(is_decoder, torch.ones_like(c.posterior_var), c.posterior_var)
     diff = process.mean_from_transforms(c, f_s, f_t, z) - process.mean_from_transforms(c, g_s, g_t, z)
-    kl = _sum_event(diff**2, event_dims) / (2 * var.to(diff.dtype))
+    kl = sum_event(diff**2, event_dims) / (2 * var.to(diff.dtype))
     dec = decoder.nll(x, x_hat, coefficient(c.sigma_t, x), event_dims)
     term = torch.where(is_decoder, dec, kl)
     alpha_1, sigma_1 = process.alpha(one), process.sigma(one)
-    prior = _sum_event(gaussian_kl(coefficient(alpha_1, x) * f_1, coefficient(sigma_1**2, x).expand_as(x),
+    prior = sum_event(gaussian_kl(coefficient(alpha_1, x) * f_1, coefficient(sigma_1**2, x).expand_as(x),
                                    torch.zeros_like(x), torch.ones_like(x)), event_dims)
     return prior + K * term
 
