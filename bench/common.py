@@ -64,11 +64,39 @@ DEADLINE = None  # time.perf_counter() value after which `interleaved` stops add
 MIN_ROUNDS = 3
 
 
-def add_run_arguments(parser) -> None:
-    """The options every benchmark script shares: --budget (see `budget`) and --out (the result JSON)."""
+def add_run_arguments(parser, *, repeats: int | None = None, threads: int | None = None) -> None:
+    """The options every benchmark script shares: --budget (see `budget`) and --out (the result JSON);
+    with `repeats` / `threads` also --repeats (timed rounds) and --threads (torch's intra-op threads)."""
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds after which timings stop adding rounds (at least 3 each; run_all sets it)")
     parser.add_argument("--out", default=None)
+    if repeats is not None:
+        parser.add_argument("--repeats", type=int, default=repeats, help="timed rounds")
+    if threads is not None:
+        parser.add_argument("--threads", type=int, default=threads, help="torch intra-op threads")
+
+
+def start_run(args) -> tuple[float, tuple]:
+    """Apply --budget and --threads; return (perf_counter at the start, load average at the start)."""
+    import torch
+
+    budget(args.budget)
+    if getattr(args, "threads", None) is not None:
+        torch.set_num_threads(args.threads)
+    return time.perf_counter(), os.getloadavg()
+
+
+def diffusers_loop(scheduler, eps, x, T: int, generator=None, time_dtype=None):
+    """diffusers' sampling loop around `eps(z, time)`: its timestep k is fed to the model as our time (k + 1) / T
+    (in `time_dtype`, float64 by default); DDIM gets eta = 0, DDPM the generator."""
+    import torch
+
+    z = x
+    for t in scheduler.timesteps:
+        tau = torch.full(x.shape[:1], (int(t) + 1) / T, dtype=time_dtype or torch.float64)
+        kwargs = {"eta": 0.0} if generator is None else {"generator": generator}
+        z = scheduler.step(eps(z, tau), t, z, return_dict=False, **kwargs)[0]
+    return z
 
 
 def budget(seconds: float | None) -> None:

@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
+from common import diffusers_loop  # noqa: E402
 from diffusion_study.core.denoiser import Denoiser
 from diffusion_study.core.processes import GaussianForward
 from diffusion_study.core.samplers import ddim_sample, ddpm_sample
@@ -64,16 +66,6 @@ def diffusers_schedulers(beta_schedule: str, T: int = 1000, steps: int = 50, spa
     ddim.set_timesteps(steps)
     ddpm.set_timesteps(steps)
     return ddim, ddpm
-
-
-def diffusers_loop(scheduler, eps, x, T: int, generator=None):
-    """diffusers' sampling loop; its timestep k is fed to the eps-model as our time (k + 1) / T."""
-    z = x
-    for t in scheduler.timesteps:
-        tau = torch.full(x.shape[:1], (int(t) + 1) / T, dtype=torch.float64)
-        kwargs = {"eta": 0.0} if generator is None else {"generator": generator}
-        z = scheduler.step(eps(z, tau), t, z, return_dict=False, **kwargs)[0]
-    return z
 
 
 def _diff(a, b) -> float:

@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import os
 import statistics
-import time
 
 import common
 import torch
@@ -103,13 +101,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--G", type=int, default=100, help="members (the chapter's default grid: 100)")
     parser.add_argument("--steps", type=int, default=100, help="Adam steps per model")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
-    common.add_run_arguments(parser)
+    common.add_run_arguments(parser, repeats=5, threads=1)
     args = parser.parse_args()
-    common.budget(args.budget)
-    torch.set_num_threads(args.threads)
-    started, load = time.perf_counter(), os.getloadavg()
+    started, load = common.start_run(args)
     data = toy_data()
     final = {}
 

@@ -22,9 +22,7 @@ standard error in about two rounds of three, so the target is read as "the media
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import time
 
 import common
 import torch
@@ -42,14 +40,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--K", type=int, nargs="+", default=[20, 50, 100])
     parser.add_argument("--train-steps", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--T", type=int, default=1000)
-    common.add_run_arguments(parser)
+    common.add_run_arguments(parser, repeats=5, threads=2)
     args = parser.parse_args()
-    common.budget(args.budget)
-    torch.set_num_threads(args.threads)
-    started, load = time.perf_counter(), os.getloadavg()
+    started, load = common.start_run(args)
     data = load_image_dataset("digits")
     torch.manual_seed(0)
     net = TimeMLP(64, hidden=256, depth=3)

@@ -71,6 +71,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
+from common import diffusers_loop  # noqa: E402
 from diffusion_study.book.results import provenance, write_json_atomic
 from diffusion_study.nets.models import UNet, count_parameters
 
@@ -490,13 +492,8 @@ def eps_model(z: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
 
 
 def diffusers_run(scheduler, x, g=None):
-    """diffusers' loop with eps_model; its timestep k is fed to the model as our time (k + 1) / T."""
-    z = x
-    for t in scheduler.timesteps:
-        tau = torch.full(x.shape[:1], (int(t) + 1) / T, dtype=torch.float32)
-        kwargs = {"eta": 0.0} if g is None else {"generator": g}
-        z = scheduler.step(eps_model(z, tau), t, z, return_dict=False, **kwargs)[0]
-    return z
+    """diffusers' loop with eps_model (float32 times, as the timed loops use)."""
+    return diffusers_loop(scheduler, eps_model, x, T, g, time_dtype=torch.float32)
 
 
 def max_diff(a, b) -> dict:
