@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusion_study.book import results as results_mod
+from diffusion_study.base import io as atomic_io
 from diffusion_study.book.ledger import build_ledger, load_claims, overall_verdict
 from diffusion_study.book.results import check_claims, read_results, write_result
 
@@ -37,7 +37,7 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
     write_result(tmp_path, "r", {}, {"x": 1})
     replaced = []
     real_replace = os.replace
-    monkeypatch.setattr(results_mod.os, "replace", lambda a, b: replaced.append(b) or real_replace(a, b))
+    monkeypatch.setattr(atomic_io.os, "replace", lambda a, b: replaced.append(b) or real_replace(a, b))
     write_result(tmp_path, "r", {}, {"x": 2})
     assert replaced == [tmp_path / "r.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]

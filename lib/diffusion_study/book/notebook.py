@@ -500,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("execute", help="execute notebooks (in place unless --dest)")
     ex.add_argument("notebooks", nargs="+", type=Path)
     ex.add_argument("--dest", type=Path, help="folder for the executed copies")
+    ex.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="chapters executed at once, each in its own process (default: 2, or 1 on one core)")
     ck = sub.add_parser("check", help="check parameters against each chapter without running it (< 1 s)")
     ck.add_argument("notebooks", nargs="+", type=Path)
     ck.add_argument("--cwd", type=Path, help="the kernel's working directory (out_dir is relative to it)")
@@ -554,16 +556,30 @@ def main(argv: list[str] | None = None) -> int:
         except ParameterError as exc:
             print(f"error: {exc} ({path.stem}); no notebook was run", file=sys.stderr)
             return 1
-    for path in args.notebooks:
-        dest = None if args.dest is None else args.dest / path.name
-        try:
-            execute(path, dest, params)
-        except (NotebookFailed, ParameterError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        except OSError as exc:  # e.g. a --dest that cannot be written
-            print(f"error: {path.stem}: {exc}", file=sys.stderr)
-            return 1
+    jobs = positive_int("--jobs", args.jobs)
+    if jobs == 1 or len(args.notebooks) == 1:
+        return max(_execute_one(path, args.dest, params) for path in args.notebooks)
+    # Chapters in parallel, each in its own process and kernel: every chapter fixes its own thread count
+    # (setup_notebook), so running two at once changes their wall time, never their numbers.
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        codes = list(pool.map(_execute_one, args.notebooks, [args.dest] * len(args.notebooks),
+                              [params] * len(args.notebooks)))
+    return max(codes)
+
+
+def _execute_one(path: Path, dest_dir: Path | None, params: dict) -> int:
+    """`execute` one notebook for the command line: 0, or 1 after printing the error in one block."""
+    dest = None if dest_dir is None else dest_dir / path.name
+    try:
+        execute(path, dest, params)
+    except (NotebookFailed, ParameterError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as exc:  # e.g. a --dest that cannot be written
+        print(f"error: {path.stem}: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
