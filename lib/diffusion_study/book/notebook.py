@@ -561,9 +561,10 @@ def main(argv: list[str] | None = None) -> int:
         return max(_execute_one(path, args.dest, params) for path in args.notebooks)
     # Chapters in parallel, each in its own process and kernel: every chapter fixes its own thread count
     # (setup_notebook), so running two at once changes their wall time, never their numbers.
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         codes = list(pool.map(_execute_one, args.notebooks, [args.dest] * len(args.notebooks),
                               [params] * len(args.notebooks)))
     return max(codes)
