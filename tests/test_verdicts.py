@@ -212,3 +212,33 @@ def test_part_records_a_ledger_row():
                    "interval": [-0.15, 0.05], "mde": 0.21, "margin": "−0.02 bits/dim"}
     with pytest.raises(ValueError):
         v.part("2D", "not supported", "")
+
+
+# --- ledger rows from per-seed values ------------------------------------------------------------
+
+
+def test_judge_values_makes_a_row_with_interval_mde_and_margin():
+    diffs = [-0.05, -0.06, -0.055]  # NDM - DDPM, bits/dim, 3 seeds
+    row = v.judge_values("digits, T = 10", diffs, -0.02, direction="below", unit="bits/dim")
+    assert row["verdict"] == v.SUPPORTED and row["margin"] == "< −0.02 bits/dim"
+    assert row["effect"].startswith("−0.055 ± ") and row["effect"].endswith(" bits/dim")
+    low, high = row["interval"]
+    assert high < -0.02 and row["mde"] == pytest.approx(v.minimum_detectable_effect(np.std(diffs, ddof=1), 3))
+    wide = v.judge_values("digits, T = 1000", [-0.2, 0.1, -0.05], -0.02, direction="below")
+    assert wide["verdict"] == v.INCONCLUSIVE
+
+
+def test_judge_family_applies_holm_and_keeps_each_parts_interval():
+    rng = np.random.default_rng(3)
+    family = {f"cell {k}": rng.normal(1.0, 0.33 * math.sqrt(5), 5) for k in range(6)}
+    rows = v.judge_family(family, 0.0)
+    assert [r["setting"] for r in rows] == list(family)
+    alone = [v.decide_values(x, 0.0) for x in family.values()]
+    assert sum(r["verdict"] == S for r in rows) <= sum(a == S for a in alone)
+    assert all(r["interval"] == pytest.approx(list(v.estimate(x).interval())) for r, x in zip(rows, family.values()))
+
+
+def test_judge_equivalence():
+    row = v.judge_equivalence("2D", [0.001, -0.001, 0.0005, 0.0, -0.0005], margin=0.005, unit="energy distance")
+    assert row["verdict"] == v.SUPPORTED and "equivalence" in row["margin"]
+    assert v.judge_equivalence("digits", [0.5, -0.6, 0.1], margin=0.1)["verdict"] == v.INCONCLUSIVE

@@ -340,3 +340,56 @@ def part(setting: str, verdict: str, effect: str, *, interval: tuple[float, floa
     if margin is not None:
         record["margin"] = margin
     return record
+
+
+def _fmt(x: float, fmt: str) -> str:
+    return format(x, fmt).replace("-", "−") if math.isfinite(x) else "—"
+
+
+def judge(setting: str, est: Estimate, support: float, contradict: float | None = None, *,
+          direction: str = "above", verdict: str | None = None, mde: float | None = None,
+          unit: str = "", fmt: str = ".3f", level: float = 0.95) -> dict:
+    """A ledger part for one estimate: its class by `decide` on the `level` interval (or the
+    `verdict` given, e.g. from `decide_family`), the effect "mean ± half-width unit", the interval,
+    the minimum detectable effect and the margin, e.g.
+    judge("checkerboard", estimate(ndm - ddpm), -0.02, direction="below", unit="nats")."""
+    low, high = est.interval(level)
+    verdict = decide(low, high, support, contradict, direction) if verdict is None else verdict
+    half = (high - low) / 2 if math.isfinite(low) else math.nan
+    suffix = f" {unit}" if unit else ""
+    side = ">" if direction == "above" else "<"
+    margin = f"{side} {_fmt(support, 'g')}{suffix}"
+    if contradict is not None and contradict != support:
+        margin += f" (contradicted {'<' if direction == 'above' else '>'} {_fmt(contradict, 'g')})"
+    return part(setting, verdict, f"{_fmt(est.mean, fmt)} ± {_fmt(half, fmt)}{suffix}",
+                interval=(low, high), mde=None if mde is None else float(mde), margin=margin)
+
+
+def judge_values(setting: str, values, support: float, contradict: float | None = None, **kwargs) -> dict:
+    """`judge` on per-seed values (or paired differences), with their one-sample minimum
+    detectable effect (`minimum_detectable_effect_of`)."""
+    kwargs.setdefault("mde", minimum_detectable_effect_of(values))
+    return judge(setting, estimate(values), support, contradict, **kwargs)
+
+
+def judge_family(values: dict[str, object], support: float, contradict: float | None = None, *,
+                 direction: str = "above", alpha: float = 0.05, **kwargs) -> list[dict]:
+    """`judge_values` for each part of a family {setting: per-seed values}, the classes by
+    `decide_family` (Holm within the family); the intervals shown are the parts' own."""
+    ests = [estimate(v) for v in values.values()]
+    classes = decide_family(ests, support, contradict, direction, alpha)
+    return [judge_values(name, v, support, contradict, direction=direction, verdict=c, **kwargs)
+            for (name, v), c in zip(values.items(), classes)]
+
+
+def judge_equivalence(setting: str, values, margin: float, *, alpha: float = 0.05, unit: str = "",
+                      fmt: str = ".3f") -> dict:
+    """A "matches" part: `equivalence` on per-seed differences, shown with the 1 - 2 alpha interval
+    and the minimum detectable effect at that level."""
+    est = estimate(values)
+    low, high = est.interval(1 - 2 * alpha)
+    suffix = f" {unit}" if unit else ""
+    half = (high - low) / 2 if math.isfinite(low) else math.nan
+    return part(setting, equivalence(est, margin, alpha), f"{_fmt(est.mean, fmt)} ± {_fmt(half, fmt)}{suffix}",
+                interval=(low, high), mde=minimum_detectable_effect_of(values, alpha=2 * alpha),
+                margin=f"within ±{_fmt(margin, 'g')}{suffix} (equivalence, 90% interval)")
