@@ -251,7 +251,8 @@ def render(groups: list[dict], found: dict[str, list[dict]], source: str) -> str
                 lines.append(f"| {text} | {badge(NOT_TESTED)} | | | |")
                 continue
             for k, row in enumerate(rows):
-                head = f"{text} *({_cell(row['setting'])})*" if k == 0 else f"**{claim['id']}** *({_cell(row['setting'])})*"
+                setting = f"*({_cell(row['setting'])})*"
+                head = f"{text} {setting}" if k == 0 else f"**{claim['id']}** {setting}"
                 effect = unicode_text(row.get("effect", ""))
                 if row.get("margin"):
                     effect += f"; margin {unicode_text(row['margin'])}"
