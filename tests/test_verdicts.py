@@ -139,6 +139,21 @@ def test_combine_rejects_unknown_and_mixed_kinds():
         v.combine([v.SUPPORTED, v.VERIFIED])
 
 
+@pytest.mark.parametrize(
+    "parts, expected",
+    [
+        ([C, S, I], S),  # it appears somewhere
+        ([C, C], C),  # it appears nowhere, each part decided
+        ([C, I], I),  # not seen, but one part could not tell
+        ([I, I], I),
+        ([v.NOT_TESTABLE, C], C),
+        ([v.INADEQUATE], v.INADEQUATE),
+    ],
+)
+def test_exists_for_claims_that_something_appears(parts, expected):
+    assert v.exists(parts) == expected
+
+
 def test_explain_counts_the_parts():
     assert v.explain([S, I, S, C]) == "2 supported, 1 contradicted, 1 inconclusive"
 

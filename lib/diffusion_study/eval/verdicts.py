@@ -227,6 +227,26 @@ def combine(parts: Iterable[str]) -> str:
     return INCONCLUSIVE
 
 
+def exists(parts: Iterable[str]) -> str:
+    """One class for an existential claim ("the signature appears", "it breaks for some step"):
+        any part "supported"                -> "supported"
+        every part "contradicted"           -> "contradicted"
+        no part left (see `combine`)        -> "inadequate model" or "not testable here"
+        otherwise                           -> "inconclusive"
+    Parts that are "not testable here" or "inadequate model" are left out. With many parts, decide
+    them with `decide_family` (Holm) first: otherwise some part "supports" by chance."""
+    found = list(parts)
+    unknown = [p for p in found if p not in EMPIRICAL]
+    if unknown:
+        raise ValueError(f"unknown empirical verdict classes {unknown}; valid: {EMPIRICAL}")
+    usable = [p for p in found if p not in (NOT_TESTABLE, INADEQUATE)]
+    if not usable:
+        return INADEQUATE if INADEQUATE in found else NOT_TESTABLE
+    if SUPPORTED in usable:
+        return SUPPORTED
+    return CONTRADICTED if all(p == CONTRADICTED for p in usable) else INCONCLUSIVE
+
+
 def explain(parts: Iterable[str]) -> str:
     """The parts counted by class, in the order of CLASSES: e.g. '2 supported, 1 inconclusive'."""
     counts = Counter(parts)

@@ -587,18 +587,18 @@ def field_study(grid: ToyGrid, mixture, x: Tensor, steps, generator=None) -> dic
 # ---------------------------------------------------------------------------------------
 
 
-def compare(a, b, threshold: float, level: float = 0.95) -> dict:
+def compare(a, b, threshold: float, level: float = 0.95, legacy: bool = True) -> dict:
     """Is mean(a) - mean(b) larger than `threshold`? Welch's interval over seeds decides by
-    eval.verdicts.decide: 'supported' if the whole interval lies above the threshold, 'not
-    supported' (the old name of 'contradicted') if it lies below, 'inconclusive' otherwise.
-    Returns {diff, low, high, verdict}. Kept for the chapter as written; new code calls
-    eval.verdicts (welch_estimate, decide or decide_family) and gets "contradicted"."""
+    eval.verdicts.decide: 'supported' if the whole interval lies above the threshold,
+    'contradicted' if it lies below, 'inconclusive' otherwise. Returns {diff, low, high, verdict}.
+    With legacy=True (the default, for the chapter as written) 'contradicted' reads by its old
+    name 'not supported'; a family of comparisons is better decided by eval.verdicts.decide_family."""
     from diffusion_study.eval import verdicts
     from diffusion_study.eval.metrics import welch_interval
 
     diff, low, high = welch_interval(a, b, level)
     verdict = verdicts.decide(low, high, threshold)
-    return {"diff": diff, "low": low, "high": high, "verdict": _OLD_NAMES.get(verdict, verdict)}
+    return {"diff": diff, "low": low, "high": high, "verdict": _OLD_NAMES.get(verdict, verdict) if legacy else verdict}
 
 
 _OLD_NAMES = {"contradicted": "not supported"}
