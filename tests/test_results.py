@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusion_study.base import io as atomic_io
+from diffusion_study.base import io as base_io
 from diffusion_study.book.ledger import build_ledger, load_claims, overall_verdict
 from diffusion_study.book.results import check_claims, read_results, write_result
 
@@ -37,7 +37,7 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
     write_result(tmp_path, "r", {}, {"x": 1})
     replaced = []
     real_replace = os.replace
-    monkeypatch.setattr(atomic_io.os, "replace", lambda a, b: replaced.append(b) or real_replace(a, b))
+    monkeypatch.setattr(base_io.os, "replace", lambda a, b: replaced.append(b) or real_replace(a, b))
     write_result(tmp_path, "r", {}, {"x": 2})
     assert replaced == [tmp_path / "r.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
@@ -80,13 +80,16 @@ def _claims_file(tmp_path):
 
 
 def test_ledger_lists_every_claim_with_verdict_or_not_yet_tested(tmp_path):
-    write_result(tmp_path / "res" / "ch", "ch", {"profile": "smoke", "seed": 3}, {}, {"L1": CLAIM})
+    write_result(tmp_path / "res" / "01_ch", "01_ch", {"profile": "smoke", "seed": 3}, {}, {"L1": CLAIM})
     text = build_ledger(tmp_path / "res", _claims_file(tmp_path))
     row_l1 = next(line for line in text.splitlines() if "**L1.**" in line)
     row_l2 = next(line for line in text.splitlines() if "**L2.**" in line)
-    assert "a \\| b" in row_l1 and "| supported |" in row_l1
-    assert "{numref}`fig-x`" in row_l1 and "profile smoke, seed 3" in row_l1
-    assert "| not yet tested |" in row_l2
+    assert "a \\| b" in row_l1 and '<span class="verdict verdict-supported">supported</span>' in row_l1
+    assert "{numref}`fig-x`" in row_l1 and "*(ch. 1)*" in row_l1
+    assert "verdict-not-yet-tested" in row_l2
+    # the conditions are given once per chapter, below the tables, not in the rows
+    assert "profile smoke, seed 3" not in row_l1
+    assert "**ch. 1** (`01_ch`; profile smoke, seed 3" in text and "T=10" in text.split("## Conditions")[1]
 
 
 def test_ledger_rejects_unknown_claim_ids(tmp_path):
@@ -98,7 +101,81 @@ def test_ledger_rejects_unknown_claim_ids(tmp_path):
 def test_overall_verdict():
     assert overall_verdict([]) == "not yet tested"
     assert overall_verdict([CLAIM, CLAIM]) == "supported"
-    assert overall_verdict([CLAIM, {**CLAIM, "verdict": "not supported"}]) == "mixed"
+    assert overall_verdict([CLAIM, {**CLAIM, "verdict": "contradicted"}]) == "mixed"
+    assert overall_verdict([CLAIM, {**CLAIM, "verdict": "inconclusive"}]) == "inconclusive"
+    assert overall_verdict([CLAIM, {**CLAIM, "verdict": "not supported"}]) == "mixed"  # old rule
+
+
+def test_parts_are_validated():
+    from diffusion_study.eval.verdicts import part
+
+    ok = {"L1": {**CLAIM, "parts": [part("2D", "inconclusive", "0.1 ± 0.3", interval=(-0.2, 0.4), mde=0.5)]}}
+    assert check_claims(ok) == ok
+    for bad, match in (({"setting": "", "verdict": "supported", "effect": ""}, "setting"),
+                       ({"setting": "2D", "verdict": "yes", "effect": ""}, "verdict"),
+                       ({"setting": "2D", "verdict": "supported", "note": ""}, "fields"),
+                       ({"setting": "2D", "verdict": "supported", "interval": [1.0]}, "interval")):
+        with pytest.raises(ValueError, match=match):
+            check_claims({"L1": {**CLAIM, "parts": [bad]}})
+
+
+def test_ledger_has_one_row_per_part_and_setting_with_interval_and_mde(tmp_path):
+    from diffusion_study.eval.verdicts import part
+
+    parts = [part("checkerboard", "contradicted", "+0.010 +- 0.012 nats", interval=(-0.002, 0.022), mde=0.015,
+                  margin="-0.02 nats"),
+             part("two moons", "inconclusive", "0.046 +- 0.023", interval=(0.023, 0.069), mde=0.03)]
+    write_result(tmp_path / "res" / "04_a", "04_a", {}, {}, {"L1": {**CLAIM, "parts": parts}})
+    write_result(tmp_path / "res" / "05_b", "05_b", {}, {}, {"L1": {**CLAIM, "verdict": "mixed", "setting": "digits"}})
+    text = build_ledger(tmp_path / "res", _claims_file(tmp_path))
+    rows = [line for line in text.splitlines() if line.startswith("| **L1")]
+    assert len(rows) == 3
+    assert "*(checkerboard)*" in rows[0] and "verdict-contradicted" in rows[0]
+    assert "[−0.002, 0.022]" in rows[0] and "| 0.015 |" in rows[0] and "margin −0.02 nats" in rows[0]
+    assert "*(two moons)*" in rows[1] and "verdict-inconclusive" in rows[1] and "±" in rows[1]
+    assert "*(digits)*" in rows[2] and rows[2].endswith("| — | — |")
+    assert "**3 claims" not in text and "**2 claims in 4 rows**" in text
+
+
+def test_ledger_sections_follow_the_chapters(tmp_path):
+    path = tmp_path / "claims.yml"
+    path.write_text("groups:\n  - {title: First, cite: a, claims: [{id: K1, text: k}]}\n"
+                    "  - {title: Second, cite: b, claims: [{id: L1, text: l}]}\n")
+    write_result(tmp_path / "res" / "01_a", "01_a", {}, {}, {"L1": CLAIM})
+    write_result(tmp_path / "res" / "02_b", "02_b", {}, {}, {"K1": CLAIM})
+    text = build_ledger(tmp_path / "res", path)
+    assert text.index("## Second") < text.index("## First")
+
+
+@pytest.mark.parametrize("ascii_, uni", [
+    ("0.570 +- 0.014", "0.570 ± 0.014"),
+    ("||x0_hat - E[x0|x_t]||^2 / ||x0_hat - x0||^2", "‖x̂₀ − E[x₀ | xₜ]‖² / ‖x̂₀ − x₀‖²"),
+    ("linear/x0 x92.5 [40.5, 211]", "linear/x0 ×92.5 [40.5, 211]"),
+    ("(thresholds x0.5 / x1 / x2: mixed)", "(thresholds ×0.5 / ×1 / ×2: mixed)"),
+    ("whole-step (x0)", "whole-step (x₀)"),
+    ("w=0 -> w=8: -142", "w=0 → w=8: −142"),
+    ("MLPs width 64 x 3; 10x the shape", "MLPs width 64 × 3; 10× the shape"),
+    ("< 1e-12", "< 1e-12"),
+])
+def test_effects_are_shown_in_unicode(ascii_, uni):
+    from diffusion_study.book.ledger import unicode_text
+
+    assert unicode_text(ascii_) == uni
+
+
+def test_the_books_ledger_has_no_ascii_stand_ins():
+    root = Path(__file__).resolve().parents[1]
+    text = build_ledger(root / "results", root / "book" / "claims.yml")
+    rows = [line for line in text.splitlines() if line.startswith("| **")]
+    assert rows
+    for stand_in in ("+-", "||", "^2", "->"):
+        assert not any(stand_in in row for row in rows), stand_in
+    assert (root / "book" / "_static" / "verdicts.css").exists()
+    css = (root / "book" / "_static" / "verdicts.css").read_text()
+    from diffusion_study.book.ledger import BADGE_ORDER, _slug
+
+    for verdict in BADGE_ORDER:
+        assert f"span.verdict-{_slug(verdict)} " in css, verdict
 
 
 def test_book_claim_list_has_every_claim_of_the_study():

@@ -25,4 +25,5 @@ def test_ledger_keeps_identities_apart(tmp_path):
               "L4": {"verdict": "mixed", "evidence": "fig-b", "effect": "0.1 +- 0.02", "conditions": "5 seeds"}}
     write_result(tmp_path / "ch", "ch", params={"profile": "cpu", "seed": 0}, metrics={}, claims=claims)
     page = build_ledger(tmp_path, "book/claims.yml")
-    assert "mathematical identities: 1 verified identity" in page and "empirical verdicts: 1 mixed" in page
+    summary = page.split("\n\n")[2]
+    assert "verdict-verified-identity" in summary and "verdict-mixed" in summary

@@ -39,8 +39,9 @@ def _run(*args: str, env=None, cwd=ROOT) -> subprocess.CompletedProcess:
 
 def test_every_verdict_but_a_failed_identity_passes():
     assert {v: status.check_passed(v) for v in VERDICTS} == {
-        "supported": True, "not supported": True, "mixed": True,
-        "verified identity": True, "identity fails": False}
+        "supported": True, "contradicted": True, "inconclusive": True, "mixed": True,
+        "not testable here": True, "inadequate model": True, "not supported": True,
+        "verified identity": True, "identity fails": False, "identity inconclusive": True}
     with pytest.raises(ValueError, match="unknown verdict"):
         status.check_passed("passed")
 

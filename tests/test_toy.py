@@ -233,6 +233,7 @@ def test_a_verdict_can_come_out_either_way_and_moves_with_its_threshold():
     assert compare(big, small, 0.5)["verdict"] == "supported"
     assert compare(small, big, 0.5)["verdict"] == "not supported"
     assert compare(big, small, 0.9)["verdict"] == "inconclusive"
+    assert compare(small, big, 0.5, legacy=False)["verdict"] == "contradicted"
     assert combine(["supported", "supported"]) == "supported"
     assert combine(["supported", "inconclusive"]) == "mixed"
     assert combine(["inconclusive", "not supported"]) == "not supported"  # shown nowhere

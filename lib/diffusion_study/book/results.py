@@ -7,12 +7,22 @@ A chapter ends with one `write_result(out_dir, name, params, metrics, claims)`; 
 
 `claims` maps a claim id from the ledger (e.g. "L1") to a verdict record:
 
-    {"verdict": "supported" | "not supported" | "mixed"            (empirical: could have come out either way)
-              | "verified identity" | "identity fails",             (a theorem checked against the library's
-                                                                      own formulas: it can find a bug, not a wrong paper)
+    {"verdict": one of eval.verdicts.CLASSES:
+                "supported" | "contradicted" | "inconclusive" | "mixed"     (empirical: could have come out
+                | "not testable here" | "inadequate model"                   either way; eval.verdicts' rules)
+                | "verified identity" | "identity fails" | "identity inconclusive"
+                                                    (a theorem checked against the library's own formulas:
+                                                     it can find a bug, not a wrong paper)
+                or "not supported" (the old rule, which merged "contradicted" and "inconclusive"; kept so
+                that results written before eval.verdicts still read),
      "evidence": "fig-...",        # a figure/table label in the book (or a section label)
      "effect": "...",              # the measured effect with its interval, in words
-     "conditions": "..."}          # profile, seeds, data
+     "conditions": "...",          # profile, seeds, data
+     # optional: the setting of this result ("2D", "digits"), its interval [low, high], its minimum
+     # detectable effect at 80% power ("mde", a number or words), the margin it was judged by, and
+     # "parts": one record per part and setting, each {"setting", "verdict", "effect"} plus the same
+     # optional "interval", "mde", "margin" (eval.verdicts.part makes one); the ledger shows one row each.
+     "setting": "...", "interval": [low, high], "mde": ..., "margin": "...", "parts": [...]}
 """
 
 from __future__ import annotations
@@ -29,11 +39,14 @@ from typing import Any
 
 from diffusion_study.base.io import write_text_atomic
 from diffusion_study.base.numerics import numerics_record
+from diffusion_study.eval import verdicts
 
-EMPIRICAL_VERDICTS = ("supported", "not supported", "mixed")
-IDENTITY_VERDICTS = ("verified identity", "identity fails")
+LEGACY_VERDICTS = ("not supported",)  # the old rule: "contradicted" or "inconclusive", not told apart
+EMPIRICAL_VERDICTS = verdicts.EMPIRICAL + LEGACY_VERDICTS
+IDENTITY_VERDICTS = verdicts.IDENTITY
 VERDICTS = EMPIRICAL_VERDICTS + IDENTITY_VERDICTS
-CLAIM_FIELDS = ("verdict", "evidence", "effect", "conditions")
+CLAIM_FIELDS = ("verdict", "evidence", "effect", "conditions", "setting", "interval", "mde", "margin", "parts")
+PART_FIELDS = ("setting", "verdict", "effect", "interval", "mde", "margin")
 _CLAIM_ID = re.compile(r"^[A-Z][0-9]+$")
 _REPO = Path(__file__).resolve().parents[3]
 
@@ -55,7 +68,24 @@ def check_claims(claims: dict[str, dict] | None) -> dict[str, dict]:
             )
         if not record.get("evidence"):
             raise ValueError(f"claim {cid}: 'evidence' (a figure or table label) is required")
+        _check_interval(f"claim {cid}", record.get("interval"))
+        for k, part in enumerate(record.get("parts") or []):
+            where = f"claim {cid}, part {k}"
+            if not isinstance(part, dict) or set(part) - set(PART_FIELDS):
+                raise ValueError(f"{where}: a part is a dict with fields from {PART_FIELDS}")
+            if not part.get("setting"):
+                raise ValueError(f"{where}: 'setting' (where the part was measured) is required")
+            if part.get("verdict") not in VERDICTS:
+                raise ValueError(f"{where}: verdict must be one of {VERDICTS}, got {part.get('verdict')!r}")
+            _check_interval(where, part.get("interval"))
     return claims
+
+
+def _check_interval(where: str, interval) -> None:
+    if interval is None:
+        return
+    if not (isinstance(interval, (list, tuple)) and len(interval) == 2):
+        raise ValueError(f"{where}: 'interval' must be [low, high], got {interval!r}")
 
 
 def _git(*args: str) -> str | None:

@@ -9,8 +9,8 @@ PyTorch, NumPy and `diffusion_study` versions, and whether its checks passed; th
 chapter, every claim it tests with its verdict.
 
 A check passes unless its verdict is "identity fails": a verified identity is a check the
-code could fail (a bug), while an empirical verdict, "supported", "not supported" or "mixed",
-is a finding whichever way it goes, not a failed run.
+code could fail (a bug), while an empirical verdict ("supported", "contradicted", "inconclusive",
+"mixed", ...: eval.verdicts) is a finding whichever way it goes, not a failed run.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def render(records: list[dict], source: str, in_book: set[str] | None = None,
         "",
         "A check is one claim the chapter tests. It **passes** unless its verdict is *identity fails*: "
         "a verified identity can fail only through a bug in the code, whereas an empirical verdict "
-        "(*supported*, *not supported*, *mixed*) is a finding whichever way it goes. The "
+        "(*supported*, *contradicted*, *inconclusive*, *mixed*, ...) is a finding whichever way it goes. The "
         "{ref}`claims ledger <claims-ledger>` gives every verdict with its evidence.",
         "",
     ]

@@ -587,20 +587,28 @@ def field_study(grid: ToyGrid, mixture, x: Tensor, steps, generator=None) -> dic
 # ---------------------------------------------------------------------------------------
 
 
-def compare(a, b, threshold: float, level: float = 0.95) -> dict:
-    """Is mean(a) - mean(b) larger than `threshold`? Welch's interval over seeds decides:
-    'supported' if the whole interval lies above the threshold, 'not supported' if it lies
-    below, 'inconclusive' otherwise. Returns {diff, low, high, verdict}."""
+def compare(a, b, threshold: float, level: float = 0.95, legacy: bool = True) -> dict:
+    """Is mean(a) - mean(b) larger than `threshold`? Welch's interval over seeds decides by
+    eval.verdicts.decide: 'supported' if the whole interval lies above the threshold,
+    'contradicted' if it lies below, 'inconclusive' otherwise. Returns {diff, low, high, verdict}.
+    With legacy=True (the default, for the chapter as written) 'contradicted' reads by its old
+    name 'not supported'; a family of comparisons is better decided by eval.verdicts.decide_family."""
+    from diffusion_study.eval import verdicts
     from diffusion_study.eval.metrics import welch_interval
 
     diff, low, high = welch_interval(a, b, level)
-    verdict = "supported" if low > threshold else "not supported" if high < threshold else "inconclusive"
-    return {"diff": diff, "low": low, "high": high, "verdict": verdict}
+    verdict = verdicts.decide(low, high, threshold)
+    return {"diff": diff, "low": low, "high": high, "verdict": _OLD_NAMES.get(verdict, verdict) if legacy else verdict}
+
+
+_OLD_NAMES = {"contradicted": "not supported"}
 
 
 def combine(verdicts) -> str:
-    """One verdict from several comparisons: 'supported' when every comparison is, 'not supported'
-    when none is (the effect is absent or not resolved anywhere), 'mixed' otherwise."""
+    """One verdict from several comparisons by the old rule: 'supported' when every comparison
+    is, 'not supported' when none is (absent or not resolved anywhere), 'mixed' otherwise.
+    Superseded by eval.verdicts.combine, which keeps "inconclusive" apart from "contradicted"
+    and calls only decided disagreement "mixed"; kept so that the chapter as written still runs."""
     found = list(verdicts)
     supported = sum(v == "supported" for v in found)
     if found and supported == len(found):
