@@ -2,6 +2,8 @@
 samples every member exactly as a standalone model of its configuration would, undefined cells and
 bad parameters are refused."""
 
+import math
+
 import pytest
 import torch
 from diffusion_study.base import rng
@@ -12,22 +14,23 @@ from diffusion_study.core.processes import NoiseFreeForward
 from diffusion_study.core.samplers import ddim_sample, ddpm_sample
 from diffusion_study.core.schedules import discrete_schedule
 from diffusion_study.data.toy2d import toy_split, two_gaussians
+from diffusion_study.eval.stats import threshold_sensitivity
 from diffusion_study.studies.toy_grid import (
     GaussianisingMap,
     GridSpec,
     PairingForward,
     ToyGrid,
-    combine,
     compare,
     ensemble_forward,
     held_out_bound,
     is_defined,
+    ratio_parts,
     sampler_applies,
-    sensitivity,
     sub_ensemble,
     summarise,
     time_features,
     training_steps,
+    works,
 )
 
 MIX = two_gaussians()
@@ -231,11 +234,22 @@ def test_summaries_give_t_intervals_per_configuration_and_sampler():
 def test_a_verdict_can_come_out_either_way_and_moves_with_its_threshold():
     big, small = [1.0, 1.1, 0.9, 1.05, 0.95], [0.1, 0.12, 0.08, 0.11, 0.09]
     assert compare(big, small, 0.5)["verdict"] == "supported"
-    assert compare(small, big, 0.5)["verdict"] == "not supported"
+    assert compare(small, big, 0.5)["verdict"] == "contradicted"
     assert compare(big, small, 0.9)["verdict"] == "inconclusive"
-    assert compare(small, big, 0.5, legacy=False)["verdict"] == "contradicted"
-    assert combine(["supported", "supported"]) == "supported"
-    assert combine(["supported", "inconclusive"]) == "mixed"
-    assert combine(["inconclusive", "not supported"]) == "not supported"  # shown nowhere
-    moves = sensitivity(lambda tau: compare(big, small, tau)["verdict"], 0.5)
-    assert moves == {"x0.5": "supported", "x1": "supported", "x2": "not supported"}
+    moves = threshold_sensitivity(lambda tau: compare(big, small, tau)["verdict"], 0.5)
+    assert moves == {"x0.5": "supported", "x1": "supported", "x2": "contradicted"}
+
+
+def test_a_comparison_states_the_smallest_effect_it_could_detect():
+    noisy = compare([0.0, 2.0, -2.0], [0.0, 1.0, -1.0], 0.5)
+    quiet = compare([0.0, 0.2, -0.2], [0.0, 0.1, -0.1], 0.5)
+    assert (noisy["verdict"], quiet["verdict"]) == ("inconclusive", "contradicted")  # the same effect, decided only when quiet
+    assert noisy["mde"] > 5 * quiet["mde"] > 0  # ten times the spread: ten times the detectable effect
+    row, = ratio_parts({"linear/x0": compare([3.0, 3.1, 2.9], [0.0, 0.1, -0.1], 0.69)}, "energy distance")
+    assert row["verdict"] == "supported" and row["effect"].startswith("energy distance ×20.1")
+    assert row["interval"][0] < 20.1 < row["interval"][1] and row["mde"].startswith("×")
+
+
+def test_a_baseline_works_within_the_factor_of_the_exact_denoiser():
+    assert works([math.log(0.01)] * 3, exact_energy=0.006, log_ratio=math.log(2))
+    assert not works([math.log(0.5)] * 3, exact_energy=0.006, log_ratio=math.log(2))

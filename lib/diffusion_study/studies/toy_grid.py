@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -587,38 +588,42 @@ def field_study(grid: ToyGrid, mixture, x: Tensor, steps, generator=None) -> dic
 # ---------------------------------------------------------------------------------------
 
 
-def compare(a, b, threshold: float, level: float = 0.95, legacy: bool = True) -> dict:
+def compare(a, b, threshold: float, level: float = 0.95) -> dict:
     """Is mean(a) - mean(b) larger than `threshold`? Welch's interval over seeds decides by
-    eval.verdicts.decide: 'supported' if the whole interval lies above the threshold,
-    'contradicted' if it lies below, 'inconclusive' otherwise. Returns {diff, low, high, verdict}.
-    With legacy=True (the default, for the chapter as written) 'contradicted' reads by its old
-    name 'not supported'; a family of comparisons is better decided by eval.verdicts.decide_family."""
+    eval.verdicts.decide: 'supported' if the whole interval lies above the threshold, 'contradicted'
+    if it lies below, 'inconclusive' otherwise. Returns {diff, low, high, verdict, mde}, with mde the
+    smallest |difference - threshold| that 80% of repetitions would decide (two samples of this size
+    and their pooled sd, eval.verdicts.minimum_detectable_effect) and `estimate` (eval.verdicts.Estimate,
+    for a family of comparisons decided together by eval.verdicts.decide_family)."""
     from diffusion_study.eval import verdicts
     from diffusion_study.eval.metrics import welch_interval
 
     diff, low, high = welch_interval(a, b, level)
-    verdict = verdicts.decide(low, high, threshold)
-    return {"diff": diff, "low": low, "high": high, "verdict": _OLD_NAMES.get(verdict, verdict) if legacy else verdict}
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    pooled = float(np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)) if min(a.size, b.size) > 1 else math.nan
+    mde = verdicts.minimum_detectable_effect(pooled, min(a.size, b.size), design="two-sample") \
+        if math.isfinite(pooled) else math.inf
+    return {"diff": diff, "low": low, "high": high, "verdict": verdicts.decide(low, high, threshold), "mde": mde,
+            "estimate": verdicts.welch_estimate(a, b)}
 
 
-_OLD_NAMES = {"contradicted": "not supported"}
+def works(log_energy: list[float], exact_energy: float, log_ratio: float) -> bool:
+    """A baseline works when its mean energy distance is within the factor exp(log_ratio) of the exact
+    denoiser's with the same sampler (chapter 2, K1: a claim "X fails where Y works" needs a Y that works)."""
+    return float(np.mean(log_energy)) <= math.log(exact_energy) + log_ratio
 
 
-def combine(verdicts) -> str:
-    """One verdict from several comparisons by the old rule: 'supported' when every comparison
-    is, 'not supported' when none is (absent or not resolved anywhere), 'mixed' otherwise.
-    Superseded by eval.verdicts.combine, which keeps "inconclusive" apart from "contradicted"
-    and calls only decided disagreement "mixed"; kept so that the chapter as written still runs."""
-    found = list(verdicts)
-    supported = sum(v == "supported" for v in found)
-    if found and supported == len(found):
-        return "supported"
-    return "not supported" if supported == 0 else "mixed"
+def ratio_parts(comps: dict[str, dict], quantity: str, sign: int = 1) -> list[dict]:
+    """Ledger rows (eval.verdicts.part) for comparisons of log quantities: the effect as the ratio
+    exp(sign * diff) with its interval, the minimum detectable effect as a factor too."""
+    from diffusion_study.eval import verdicts
 
-
-def sensitivity(verdict_at, threshold: float) -> dict[str, str]:
-    """The verdict recomputed at half, one and two times `threshold`: {'x0.5': ..., 'x1': ..., 'x2': ...}."""
-    return {f"x{f:g}": verdict_at(f * threshold) for f in (0.5, 1.0, 2.0)}
+    rows = []
+    for setting, c in comps.items():
+        low, high = sorted((math.exp(sign * c["low"]), math.exp(sign * c["high"])))
+        rows.append(verdicts.part(setting, c["verdict"], f"{quantity} ×{math.exp(sign * c['diff']):.3g}",
+                                  interval=(low, high), mde=f"×{math.exp(c['mde']):.3g}" if math.isfinite(c["mde"]) else "—"))
+    return rows
 
 
 @torch.no_grad()
