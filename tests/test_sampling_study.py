@@ -186,9 +186,6 @@ def test_chapter_helpers():
     np.testing.assert_allclose(study.precision(torch.tensor([[0, 1, 1, 1, 2, 0]]), labels[:1]), [4 / 6])
     feats = torch.tensor([[[0.0], [2.0], [5.0], [5.0], [1.0], [3.0]]])
     np.testing.assert_allclose(study.within_class_spread(feats, 3), [(1 + 0 + 1) / 3])
-    assert study.combine([True, True]) == "supported" and study.combine([False]) == "not supported"
-    assert study.combine([True, False]) == "mixed"
-    assert study.exceeds([1.0, 1.1, 0.9], 0.5) and not study.exceeds([1.0, 1.1, 0.9], 0.95)
     proc = GaussianForward(discrete_schedule("cosine", 100))
     mix = two_gaussians()
     reference = mix.sample(500, torch.Generator().manual_seed(8))

@@ -20,7 +20,6 @@ from torch import Tensor
 from diffusion_study.base.args import choose
 from diffusion_study.core.ode import ode_solve
 from diffusion_study.core.samplers import ancestral_sample, ddim_invert, ddim_sample
-from diffusion_study.eval import verdicts
 from diffusion_study.eval.stats import mean_interval
 
 # name -> (label, sampler(model, x, times, extra_args, generator)); each makes one model call per step.
@@ -175,25 +174,6 @@ def relative_rms(estimate: Tensor, exact: Tensor) -> float:
 def log_ratio(a, b) -> np.ndarray:
     """log(a / b) per seed."""
     return np.log(np.asarray(a, dtype=float) / np.asarray(b, dtype=float))
-
-
-def exceeds(values, threshold: float) -> bool:
-    """Whether the 95% interval over seeds of `values` lies wholly above `threshold`
-    (eval.verdicts.decide_values says "supported")."""
-    return verdicts.decide_values(values, threshold) == verdicts.SUPPORTED
-
-
-def stays_below(values, threshold: float) -> bool:
-    """Whether the 95% interval over seeds of `values` lies wholly below `threshold`
-    (eval.verdicts.decide_values, direction "below", says "supported")."""
-    return verdicts.decide_values(values, threshold, direction="below") == verdicts.SUPPORTED
-
-
-def combine(parts: list[bool]) -> str:
-    """The old rule: 'supported' if every part holds, 'not supported' if none does, else 'mixed'.
-    A part that does not hold may be contradicted or merely inconclusive: new code judges each
-    part with eval.verdicts.decide_values and combines with eval.verdicts.combine."""
-    return "supported" if all(parts) else "not supported" if not any(parts) else "mixed"
 
 
 def interval_text(values, fmt: str = ".3f", scale: float = 1.0) -> str:
