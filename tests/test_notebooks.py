@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import papermill
 import pytest
-from diffusion_study.book.notebook import volatile_metadata
+from diffusion_study.book.notebook import reading_tag, volatile_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[!.]*.ipynb"))
@@ -57,6 +57,23 @@ def test_committed_notebook_is_executed_and_has_no_volatile_metadata(path):
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in code), (
         "the committed notebook is the default-profile run: no injected parameters"
     )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_committed_chapter_reads_prose_first(path):
+    """Every code cell but the parameters cell is folded (hide-input) or, when it shows nothing, removed from
+    the page; `make book` tags them (book.notebook.tag_for_reading)."""
+    nb = json.loads(path.read_text())
+    untagged = [i for i, c in enumerate(nb["cells"]) if reading_tag(c) is not None]
+    assert untagged == [], f"code cells {untagged} show their source on the page: run make book"
+
+
+def test_reading_tags_fold_code_and_remove_glue_only_cells():
+    glue_only = {"cell_type": "code", "metadata": {}, "outputs": [
+        {"output_type": "display_data", "data": {"application/papermill.record/text/plain": "3"}}]}
+    printing = {"cell_type": "code", "metadata": {}, "outputs": [{"output_type": "stream", "text": "x"}]}
+    parameters = {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "outputs": []}
+    assert [reading_tag(c) for c in (glue_only, printing, parameters)] == ["remove-cell", "hide-input", None]
 
 
 @pytest.mark.slow

@@ -305,6 +305,40 @@ def strip_volatile_metadata(path: str | Path) -> list[str]:
     return removed
 
 
+READING_TAGS = ("hide-input", "remove-input", "remove-cell")
+_GLUE_RECORD = "application/papermill.record/"
+
+
+def reading_tag(cell) -> str | None:
+    """The tag a code cell needs so the page reads prose first (chapter sources: every code cell but the
+    parameters cell is folded away), or None when it has one already: "remove-cell" for a cell that shows
+    nothing once executed (only glued values, which the prose quotes: myst-nb keeps glue from removed
+    cells), "hide-input" (a fold the reader can open) for every other."""
+    tags = set(cell.get("metadata", {}).get("tags", []))
+    if cell.get("cell_type") != "code" or "parameters" in tags or tags & set(READING_TAGS):
+        return None
+    visible = [o for o in cell.get("outputs", [])
+               if not (o.get("output_type") == "display_data" and all(k.startswith(_GLUE_RECORD) for k in o.get("data", {})))]
+    return "remove-cell" if not visible else "hide-input"
+
+
+def tag_for_reading(path: str | Path) -> int:
+    """Give every code cell of the executed notebook at `path` its `reading_tag`, in place; how many changed."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    changed = 0
+    for cell in nb.cells:
+        tag = reading_tag(cell)
+        if tag is not None:
+            cell.metadata.setdefault("tags", []).append(tag)
+            changed += 1
+    if changed:
+        text = nbformat.writes(nb)
+        _write_atomic(path, text if text.endswith("\n") else text + "\n")
+    return changed
+
+
 def _write_atomic(path: str | Path, text: str) -> None:
     """Write `text` to `path` through a uniquely named temporary file beside it and os.replace: a reader
     (the book build) never sees half a notebook, and two writers never share a temporary file."""
@@ -386,6 +420,7 @@ def execute(
             os.environ[BOOK_BUILD_ENV] = previous
     try:
         strip_volatile_metadata(running)
+        tag_for_reading(running)
         os.replace(running, target)
     except BaseException:
         running.unlink(missing_ok=True)
