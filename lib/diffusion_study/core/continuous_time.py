@@ -5,7 +5,7 @@ Neural Diffusion Models (Bartosh et al. 2023, a learned F_phi with F(x, 0) = x).
       g^2(t) = -sigma_t^2 lambda'(t),   a_t = (sigma_t sigma'_t - g^2 / 2) / sigma_t^2,
       f(z, t, x) = (a_t + g^2 / sigma_t^2)(z - m_t(x)) + m'_t(x)          (reverse drift given x)
       L_diff = 1/2 E_{t ~ p} E_{z ~ q(z_t|x)} ||f(z, t, x) - f(z, t, x_hat)||^2 / (g^2(t) p(t)),
-  which for F = identity is VDM's -1/2 E int SNR'(t) ||x - x_hat||^2 dt (`objectives.continuous_vlb_terms`);
+  the one continuous bound: for F = identity it is VDM's -1/2 E int SNR'(t) ||x - x_hat||^2 dt (tests hold that form);
 - the plain noise-prediction loss under which F collapses (`noise_prediction_loss`);
 - the straight-path transform of the restricted reverse process (`StraightForward`);
 - chapter 4's names for the one probability-flow ODE stack (`ode`: v(z, t) = f(z, t, x_hat) - g^2/2 score,
@@ -30,7 +30,7 @@ from diffusion_study.base import rng
 from diffusion_study.base.args import choose, positive_int
 from diffusion_study.core import ode
 from diffusion_study.core.events import event_dims_of, sum_event
-from diffusion_study.core.objectives import VLBTerms
+from diffusion_study.core.objectives import VLBTerms, refuse_noise_free
 from diffusion_study.core.ode import log_snr_grid  # noqa: F401  (chapter 4 calls continuous_time.log_snr_grid)
 from diffusion_study.core.processes import ForwardProcess
 from diffusion_study.core.schedules import coefficient
@@ -93,7 +93,7 @@ def sample_times(schedule, kind: str, shape, like: Tensor, generator=None, t_min
     """
     choose("time density", kind, T_DENSITIES)
     u = rng.rand(shape, like, generator)
-    if kind == "uniform":  # the draws of objectives.continuous_vlb_terms
+    if kind == "uniform":
         return t_min + (1 - t_min) * u, torch.full_like(u, 1 / (1 - t_min))
     ends = schedule.log_snr(torch.tensor([t_min, 1.0], dtype=torch.float64, device=u.device))
     t = schedule.time_at(ends[1] + u * (ends[0] - ends[1])).clamp(t_min, 1)
@@ -105,7 +105,8 @@ def _stack_batch(a: Tensor, b: Tensor, batch_dims: int) -> Tensor:
 
 
 def continuous_bound_terms(denoiser, x: Tensor, *, decoder, reverse=None, t_density: str = "uniform",
-                           t_min: float = 0.0, generator=None, event_dims: int | None = None) -> VLBTerms:
+                           t_min: float = 0.0, generator=None, event_dims: int | None = None,
+                           y: Tensor | None = None) -> VLBTerms:
     """NDM's continuous-time negative ELBO, three terms [*batch] in nats (chapter 4):
 
         prior     = KL(q(z_1 | x) || N(0, I)),  q(z_1|x) = N(alpha_1 F(x, 1), sigma_1^2 I)
@@ -116,11 +117,21 @@ def continuous_bound_terms(denoiser, x: Tensor, *, decoder, reverse=None, t_dens
     denoiser's process, NDM's p(z_s|z_t) = q(z_s|z_t, x_hat)); a restricted reverse process passes
     its own, e.g. `StraightForward`. F is called at most twice, the x_hat network once:
     [F, F'] at (x, t) with F(x, 1) stacked; x_hat at z_t and z_{t_min} stacked; [F, F'] at (x_hat, t).
-    With F = identity on both sides this is `objectives.continuous_vlb_terms` (same draws, same values).
+    With F = identity on both sides this is VDM's continuous bound (Kingma et al. 2021), diffusion =
+    -1/2 E_t SNR'(t) ||x - x_hat||^2 / p(t), the T -> infinity limit of `objectives.vlb_terms` on the grid
+    t_min + (1 - t_min) i / T (tests/test_ndm.py holds VDM's form as the oracle). Labels y (of the
+    batch shape) are passed to the denoiser. Refuses a discrete schedule, a noise-free process, and a
+    t_min outside [0, 1) or with sigma(t_min) = 0 (the decoder's std).
     """
     event_dims = event_dims_of(x, event_dims, denoiser)
     process, reverse = denoiser.process, reverse if reverse is not None else denoiser.process
     sched = process.schedule
+    refuse_noise_free(process)
+    if sched.T is not None or not hasattr(sched, "d_log_snr"):
+        raise ValueError("the continuous bound needs a continuous schedule (continuous_schedule): a discrete "
+                         "schedule's log-SNR is defined on its grid only; use objectives.vlb_terms on its grid")
+    if not 0 <= t_min < 1 or not sched.sigma(torch.tensor(float(t_min), dtype=torch.float64)) > 0:
+        raise ValueError(f"t_min must lie in [0, 1) with sigma(t_min) > 0 (the decoder's std), got {t_min!r}")
     batch_dims = x.ndim - event_dims
     batch = x.shape[:batch_dims]
     t, p_t = sample_times(sched, t_density, batch, x, generator, t_min)
@@ -134,7 +145,8 @@ def continuous_bound_terms(denoiser, x: Tensor, *, decoder, reverse=None, t_dens
     m, dm = mean_and_velocity(sde, f_t, df_t)
     z_t = m + coefficient(sde.sigma, x) * noise
     z_0 = coefficient(process.alpha(t0), x) * f_0 + coefficient(process.sigma(t0), x) * rng.randn(x.shape, x, generator)
-    x_hat = denoiser(_stack_batch(z_t, z_0, batch_dims), _stack_batch(t, t0.expand(batch), batch_dims))
+    labels = () if y is None else (_stack_batch(y, y, batch_dims),)
+    x_hat = denoiser(_stack_batch(z_t, z_0, batch_dims), _stack_batch(t, t0.expand(batch), batch_dims), *labels)
     x_hat_t, x_hat_0 = x_hat.split(batch[-1], dim=batch_dims - 1)
     ((g_t, dg_t),) = transform_with_velocity(reverse, [(x_hat_t, t)])
     m_hat, dm_hat = mean_and_velocity(sde, g_t, dg_t)
