@@ -371,3 +371,19 @@ def test_steps_needed_picks_the_first_step_count_within_tolerance():
     errors = torch.tensor([[0.5, 0.9], [0.2, 0.8], [0.05, 0.7]])
     out = ndm_2d.steps_needed(errors, [1, 2, 4], 0.1)
     assert out[0].item() == 4 and math.isinf(out[1].item())
+
+
+def test_the_noise_prediction_loss_is_simple_loss_with_the_eps_target():
+    """One noise-prediction loss: NDM's is objectives.simple_loss(target='eps') (eps_hat through F) on the same
+    draws, and for F = identity and an eps-predicting denoiser it is DDPM's L_simple itself."""
+    from diffusion_study.core.objectives import simple_loss
+
+    torch.manual_seed(0)
+    x = torch.randn(32, 2, dtype=torch.float64)
+    ndm = Denoiser(TimeMLP(2, hidden=8, depth=1).double(), random_forward(), prediction="x0")
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    ours = continuous_time.noise_prediction_loss(ndm, x, gen())
+    torch.testing.assert_close(ours, simple_loss(ndm, x, generator=gen(), target="eps"), rtol=0, atol=0)
+    assert (ours - simple_loss(ndm, x, generator=gen())).abs().max() > 1e-3  # the x0 target is another loss
+    ddpm = Denoiser(TimeMLP(2, hidden=8, depth=1).double(), GaussianForward(schedule()), prediction="eps")
+    torch.testing.assert_close(continuous_time.noise_prediction_loss(ddpm, x, gen()), simple_loss(ddpm, x, generator=gen()))

@@ -30,7 +30,7 @@ from diffusion_study.base import rng
 from diffusion_study.base.args import choose, positive_int
 from diffusion_study.core import ode
 from diffusion_study.core.events import event_dims_of, sum_event
-from diffusion_study.core.objectives import VLBTerms, refuse_noise_free
+from diffusion_study.core.objectives import VLBTerms, refuse_noise_free, simple_loss
 from diffusion_study.core.ode import log_snr_grid  # noqa: F401  (chapter 4 calls continuous_time.log_snr_grid)
 from diffusion_study.core.processes import ForwardProcess
 from diffusion_study.core.schedules import coefficient
@@ -166,18 +166,10 @@ def continuous_bound(denoiser, x: Tensor, *, decoder, n_t: int = 1, **kwargs) ->
 
 
 def noise_prediction_loss(denoiser, x: Tensor, generator=None) -> Tensor:
-    """The plain noise-prediction loss for NDM, mean over the event of ||eps - eps_hat(z_t, t)||^2 (claim N6).
-
-    z_t = alpha_t F(x, t) + sigma_t eps, t ~ U(0, 1], eps_hat = (z_t - alpha_t F(x_hat, t)) / sigma_t
-    (`Denoiser.eps`). Any F that forgets x (F(., t) = const for t > 0) makes it zero: it lets F collapse.
-    [*batch].
-    """
-    batch = denoiser.batch_shape(x)
-    t = 1 - rng.rand(batch, x, generator)
-    eps = rng.randn(x.shape, x, generator)
-    z = denoiser.process.sample(x, t, eps)
-    err = (eps - denoiser.eps(z, t)) ** 2
-    return sum_event(err, x.ndim - len(batch)) / math.prod(x.shape[len(batch):])
+    """NDM's plain noise-prediction loss, mean over the event of ||eps - eps_hat(z_t, t)||^2 (claim N6), [*batch]:
+    `objectives.simple_loss` with target 'eps' (eps_hat through F; t ~ U(0, 1] on a continuous schedule).
+    Any F that forgets x (F(., t) = const for t > 0) makes it zero: it lets F collapse."""
+    return simple_loss(denoiser, x, generator=generator, target="eps")
 
 
 # ---------------------------------------------------------------------------------------

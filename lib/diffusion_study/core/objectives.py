@@ -25,8 +25,8 @@ from torch import Tensor
 from diffusion_study.base import rng
 from diffusion_study.base.args import choose, positive_int
 from diffusion_study.base.tensors import check_model_input
+from diffusion_study.core import predictions
 from diffusion_study.core.events import event_dims_of, sum_event
-from diffusion_study.core.predictions import target
 from diffusion_study.core.schedules import coefficient
 
 REVERSE_VARIANCES = ("posterior", "beta")
@@ -40,16 +40,27 @@ def sample_time(schedule, shape, like: Tensor, generator=None) -> Tensor:
     return 1 - rng.rand(shape, like, generator)
 
 
-def simple_loss(denoiser, x: Tensor, *, y: Tensor | None = None, generator=None, p_uncond: float = 0.0) -> Tensor:
-    """L_simple (Ho et al. 2020, eq. 14) for the target the denoiser declares: mean over the event
-    dims of ||output(z_t, t) - target||^2 with t ~ `sample_time`, eps ~ N(0, I), z_t ~ q(z_t | x).
+LOSS_TARGETS = ("eps",)
 
-    x: [*batch, *event] ([B, D], [G, B, D] for an ensemble, [B, C, H, W]); returns [*batch].
-    With labels y and p_uncond > 0 each label is replaced by the null label with probability
-    p_uncond (classifier-free guidance training).
+
+def simple_loss(denoiser, x: Tensor, *, y: Tensor | None = None, generator=None, p_uncond: float = 0.0,
+                target: str | None = None) -> Tensor:
+    """The one noise-prediction loss: L_simple (Ho et al. 2020, eq. 14), mean over the event dims of a
+    squared error at t ~ `sample_time` (the grid i / T of a discrete schedule, U(0, 1] of a continuous
+    one), eps ~ N(0, I), z_t ~ q(z_t | x).
+
+    target None: the denoiser's raw output(z_t, t) against the target it declares (`predictions.target`:
+    eps, x0, v, ...). target 'eps': eps against eps_hat(z_t, t) = (z_t - alpha_t F(x0_hat, t)) / sigma_t
+    (`Denoiser.eps`) through any forward process F, NDM's plain noise loss (chapter 4, claim N6: any F
+    that forgets x makes it zero); for F = identity and an unclipped eps-predicting denoiser the two
+    are the same number. x: [*batch, *event] ([B, D], [G, B, D] for an ensemble, [B, C, H, W]);
+    returns [*batch]. With labels y and p_uncond > 0 each label is replaced by the null label with
+    probability p_uncond (classifier-free guidance training).
     """
     check_model_input(denoiser, x, where="simple_loss: ", y=y)
-    process, kind = denoiser.process, denoiser.prediction
+    if target is not None:
+        choose("loss target", target, LOSS_TARGETS)
+    process = denoiser.process
     batch = denoiser.batch_shape(x)
     event_dims = x.ndim - len(batch)
     t = sample_time(process.schedule, batch, x, generator)
@@ -58,9 +69,12 @@ def simple_loss(denoiser, x: Tensor, *, y: Tensor | None = None, generator=None,
     if y is not None and p_uncond > 0:
         drop = rng.rand(batch, x, generator) < p_uncond
         y = torch.where(drop, torch.full_like(y, denoiser.null_label), y)
-    out = denoiser.output(z, t, y)
-    alpha, sigma, step = denoiser.scales(t, x)
-    err = (out - target(kind, x, eps, alpha, sigma, step)) ** 2
+    if target == "eps":
+        err = (eps - denoiser.eps(z, t, y)) ** 2
+    else:
+        out = denoiser.output(z, t, y)
+        alpha, sigma, step = denoiser.scales(t, x)
+        err = (out - predictions.target(denoiser.prediction, x, eps, alpha, sigma, step)) ** 2
     return sum_event(err, event_dims) / math.prod(x.shape[len(batch):])
 
 
