@@ -8,7 +8,13 @@ import pytest
 import torch
 from diffusion_study.core import continuous_time
 from diffusion_study.core.denoiser import Denoiser, Oracle
-from diffusion_study.core.objectives import GaussianDecoder, VLBTerms, decoder_nll_at, prior_kl, vlb_terms
+from diffusion_study.core.objectives import (
+    GaussianDecoder,
+    VLBTerms,
+    decoder_nll_at,
+    prior_kl,
+    vlb_terms,
+)
 from diffusion_study.core.processes import GaussianForward, NeuralForward
 from diffusion_study.core.schedules import continuous_schedule
 from diffusion_study.data.toy2d import gaussian, two_gaussians

@@ -205,3 +205,18 @@ def test_chapter_4s_fixed_grid_sampler_is_the_one_solver_with_a_reverse_process(
     assert torch.equal(ours, one.z) and one.nfe == 4 * 6
     assert [s["i"] for s in steps] == list(range(6)) and torch.equal(steps[-1]["z"], ours)
     assert (ours - ode_solve(model, z, grid, method="rk4").z).abs().max() > 1e-3  # the reverse process matters
+
+
+def test_a_discrete_schedule_runs_the_ode_on_the_curve_through_its_grid():
+    """A discrete schedule is a grid on a continuous log-SNR curve (`DiscreteSchedule.curve`): a model wrapped on
+    it has the ODE, and with the exact score its log-density at the first grid time is the mixture's there."""
+    disc = discrete_schedule("cosine", 50)
+    with pytest.raises(ValueError, match=r"schedule.curve\(\)"):
+        ProbabilityFlow(gaussian_ring().denoiser(GaussianForward(disc)))
+    proc = GaussianForward(disc.curve())
+    mix = gaussian_ring()
+    t0, t1 = torch.tensor(1 / 50, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    z = mix.sample(32, torch.Generator().manual_seed(0)).double()
+    prior = lambda v: mix.log_prob(v, disc.alpha(t1), disc.sigma(t1))  # noqa: E731
+    result = ode_log_likelihood(mix.denoiser(proc), z, t0=1 / 50, rtol=1e-7, atol=1e-7, prior=prior)
+    assert (result.log_prob - mix.log_prob(z, disc.alpha(t0), disc.sigma(t0))).abs().max() < 1e-3

@@ -108,3 +108,19 @@ def test_the_two_linear_curves_have_names_that_say_which():
         continuous_schedule("linear")
     with pytest.raises(ValueError, match="unknown schedule 'vp_linear'"):
         discrete_schedule("vp_linear", 1000)
+
+
+@pytest.mark.parametrize("name", DISCRETE_SCHEDULES)
+def test_a_discrete_schedule_is_a_grid_on_its_curve(name):
+    """DiscreteSchedule.curve(): a continuous schedule whose alpha, sigma, lambda at every i / T are the tables',
+    decreasing in between, with a finite negative lambda'(t) between the grid points (the ODE's coefficient)."""
+    d = discrete_schedule(name, 100)
+    c = d.curve()
+    grid = torch.arange(101, dtype=torch.float64) / 100
+    torch.testing.assert_close(c.alpha(grid), d.alpha(grid), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(c.sigma(grid), d.sigma(grid), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(c.log_snr(grid[1:]), d.log_snr(grid[1:]), rtol=1e-12, atol=1e-12)
+    t = torch.linspace(0.001, 0.999, 997, dtype=torch.float64)
+    assert (torch.diff(c.log_snr(t)) < 0).all()
+    d_lam = c.d_log_snr(t)
+    assert torch.isfinite(d_lam).all() and (d_lam < 0).all()

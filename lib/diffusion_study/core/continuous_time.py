@@ -31,7 +31,7 @@ from diffusion_study.base.args import choose, positive_int
 from diffusion_study.core import ode
 from diffusion_study.core.events import event_dims_of, sum_event
 from diffusion_study.core.objectives import VLBTerms, refuse_noise_free, simple_loss
-from diffusion_study.core.ode import log_snr_grid  # noqa: F401  (chapter 4 calls continuous_time.log_snr_grid)
+from diffusion_study.core.ode import log_snr_grid  # chapter 4 calls continuous_time.log_snr_grid
 from diffusion_study.core.processes import ForwardProcess
 from diffusion_study.core.schedules import coefficient
 from diffusion_study.core.sde import (  # noqa: F401  (re-exported: continuous_time.X keeps working)
@@ -129,7 +129,8 @@ def continuous_bound_terms(denoiser, x: Tensor, *, decoder, reverse=None, t_dens
     refuse_noise_free(process)
     if sched.T is not None or not hasattr(sched, "d_log_snr"):
         raise ValueError("the continuous bound needs a continuous schedule (continuous_schedule): a discrete "
-                         "schedule's log-SNR is defined on its grid only; use objectives.vlb_terms on its grid")
+                         "schedule's log-SNR is defined on its grid only; use objectives.vlb_terms on its grid, "
+                         "or wrap the same network on schedule.curve() (the continuous curve through its grid)")
     if not 0 <= t_min < 1 or not sched.sigma(torch.tensor(float(t_min), dtype=torch.float64)) > 0:
         raise ValueError(f"t_min must lie in [0, 1) with sigma(t_min) > 0 (the decoder's std), got {t_min!r}")
     batch_dims = x.ndim - event_dims

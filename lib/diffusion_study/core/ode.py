@@ -10,8 +10,8 @@ F = identity, alpha^2 = sigmoid(lambda), it is Song et al.'s (2021, eq. 13) dz/d
 lambda'(t) / 2 * alpha_t * (x_hat - alpha_t z). Any model of the library (`Denoiser`, `Oracle`, a guidance
 wrapper) defines it. lambda'(t) must exist between grid points: the ODE needs a `ContinuousSchedule` (a
 discrete schedule's log-SNR is only defined on its grid i / T). A network trained on a discrete schedule
-that samples the same continuous log-SNR (e.g. `logsnr_cosine_schedule`) can be re-wrapped on
-`continuous_schedule` with the same ends; the chapters train on continuous time for this reason.
+is re-wrapped on `schedule.curve()`, the continuous curve through its grid, or on the continuous schedule
+it samples (e.g. `continuous_schedule('logsnr_cosine')` with the same ends for `logsnr_cosine_schedule`).
 
 Likelihood (instantaneous change of variables, Chen et al. 2018; Grathwohl et al. 2019):
 
@@ -78,8 +78,8 @@ class ProbabilityFlow(nn.Module):
         schedule = self.reverse.schedule
         if schedule.T is not None or not hasattr(schedule, "d_log_snr"):
             raise ValueError("the probability-flow ODE needs a continuous schedule (continuous_schedule): a discrete "
-                             "schedule's log-SNR is defined on its grid only; wrap the same network on the continuous "
-                             "schedule it samples")
+                             "schedule's log-SNR is defined on its grid only; wrap the same network on schedule.curve() "
+                             "(the continuous curve through its grid) or on the continuous schedule it samples")
         self.model, self.extra_args, self.nfe = model, extra_args or {}, 0
 
     @property

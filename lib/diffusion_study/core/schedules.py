@@ -8,7 +8,9 @@ everything: alpha^2 = sigmoid(lambda), sigma^2 = sigmoid(-lambda) (chapter 1).
 - `ContinuousSchedule`: lambda(t) given as a function, defined for every t in [0, 1].
 - `DiscreteSchedule`: T steps, defined on the grid t = i / T (i = 0..T, i = 0 the data,
   alpha = 1). DDPM's tables (beta_t, alpha_t = 1 - beta_t, alpha_bar_t, beta~_t) stay
-  available, indexed by the step i, and exact: alpha and sigma are read from them.
+  available, indexed by the step i, and exact: alpha and sigma are read from them. A discrete
+  schedule is a grid on a continuous log-SNR curve: `curve()` is that curve (log alpha_bar linear
+  in t on each step), what the continuous-time tools (ODE, continuous bound) take.
 
 Both are `nn.Module`s whose tables are float64 buffers, computed once and moved with the
 forward process (`process.to(device)`); a lookup is a gather on the device, with no range
@@ -213,6 +215,23 @@ class DiscreteSchedule(Schedule):
     def log_snr(self, t) -> Tensor:
         """lambda_i = log alpha_bar_i - log(1 - alpha_bar_i) at t = i / T; +inf at t = 0."""
         return self._at(self.log_snr_table, t)
+
+    def curve(self) -> ContinuousSchedule:
+        """The continuous schedule through this one's grid: log alpha_bar linear in t on each step (the VP
+        process whose beta(t) is constant on each step), so alpha, sigma, lambda at every i / T are the
+        tables' and lambda'(t) exists between grid points. What the continuous-time tools (the
+        probability-flow ODE, the continuous bound) need: wrap the same network on it. Built from the
+        tables where they are now (call it after moving the schedule)."""
+        return ContinuousSchedule(f"{self.name}:curve", functools.partial(_grid_log_snr, log_alpha_bar=self.log_alpha_bar))
+
+
+def _grid_log_snr(u: Tensor, log_alpha_bar: Tensor) -> Tensor:
+    # log alpha_bar linear in u between the grid points i / T (differentiable in u); lambda = lab - log(1 - e^lab)
+    T = log_alpha_bar.numel() - 1
+    lab, s = log_alpha_bar.to(u.device), u * T
+    i = s.detach().floor().clamp(0, T - 1).long()
+    lab_u = lab[i] + (s - i) * (lab[i + 1] - lab[i])
+    return lab_u - torch.log(-torch.expm1(lab_u))
 
 
 def linear_schedule(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> DiscreteSchedule:
