@@ -10,7 +10,9 @@ from diffusion_study.core import continuous_time
 from diffusion_study.core.denoiser import Denoiser, Oracle
 from diffusion_study.core.objectives import (
     GaussianDecoder,
-    continuous_vlb_terms,
+    VLBTerms,
+    decoder_nll_at,
+    prior_kl,
     vlb_terms,
 )
 from diffusion_study.core.processes import GaussianForward, NeuralForward
@@ -65,16 +67,32 @@ def test_identity_F_discrete_ndm_bound_is_ddpm_bound_term_by_term():
         torch.testing.assert_close(u, v)
 
 
+def vdm_continuous_terms(denoiser, x, *, decoder, t_min=0.0, generator=None):
+    """The oracle: VDM's continuous bound (Kingma et al. 2021) for F = identity, written out independently.
+
+    diffusion = -1/2 (1 - t_min) SNR'(t) ||x - x_hat(z_t, t)||^2 with one t ~ U(t_min, 1), z_t ~ q(z_t | x);
+    prior KL(q(z_1|x) || N(0, I)); decoder -log p(x | z_{t_min}) with std sigma(t_min). Draws in the order
+    of the library's bound (t, eps, eps at t_min)."""
+    sched, process = denoiser.process.schedule, denoiser.process
+    t = t_min + (1 - t_min) * torch.rand(x.shape[:1], generator=generator, dtype=torch.float64)
+    z = process.sample(x, t, torch.randn(x.shape, generator=generator, dtype=x.dtype))
+    d_snr = sched.d_log_snr(t) * sched.log_snr(t).exp()
+    diffusion = -0.5 * (1 - t_min) * d_snr * ((x - denoiser(z, t)) ** 2).sum(-1)
+    t0 = torch.tensor(float(t_min), dtype=torch.float64)
+    z_min = process.sample(x, t0, torch.randn(x.shape, generator=generator, dtype=x.dtype))
+    return VLBTerms(prior_kl(process, x, 1, 1.0), diffusion, decoder_nll_at(denoiser, x, z_min, t0, decoder, 1))
+
+
 @pytest.mark.parametrize("forward", ["gaussian", "neural-identity"])
 def test_identity_F_continuous_bound_is_vdm_bound(forward):
-    """F = identity: NDM's drift-matching bound equals -1/2 E int SNR'(t) ||x - x_hat||^2 dt + prior + decoder,
-    objectives.continuous_vlb_terms, on the same draws (the F' = 0 path and the jvp path alike)."""
+    """F = identity: the one continuous bound (NDM's drift matching) equals VDM's -1/2 E int SNR'(t) ||x - x_hat||^2 dt
+    + prior + decoder (the oracle above) on the same draws (the F' = 0 path and the jvp path alike)."""
     sched = schedule()
     data = two_gaussians()
     x = data.sample(256, torch.Generator().manual_seed(0)).double()
     oracle = data.denoiser(GaussianForward(sched))
     proc = GaussianForward(sched) if forward == "gaussian" else transforms.mlp_forward(sched, hidden=8, depth=1).double()
-    vdm = continuous_vlb_terms(oracle, x, decoder=GaussianDecoder(), generator=torch.Generator().manual_seed(3))
+    vdm = vdm_continuous_terms(oracle, x, decoder=GaussianDecoder(), generator=torch.Generator().manual_seed(3))
     ours = continuous_time.continuous_bound_terms(Oracle(oracle.fn, proc), x, decoder=GaussianDecoder(),
                                       generator=torch.Generator().manual_seed(3))
     for name, u, v in zip(vdm._fields, vdm, ours):
@@ -359,3 +377,19 @@ def test_steps_needed_picks_the_first_step_count_within_tolerance():
     errors = torch.tensor([[0.5, 0.9], [0.2, 0.8], [0.05, 0.7]])
     out = ndm_2d.steps_needed(errors, [1, 2, 4], 0.1)
     assert out[0].item() == 4 and math.isinf(out[1].item())
+
+
+def test_the_noise_prediction_loss_is_simple_loss_with_the_eps_target():
+    """One noise-prediction loss: NDM's is objectives.simple_loss(target='eps') (eps_hat through F) on the same
+    draws, and for F = identity and an eps-predicting denoiser it is DDPM's L_simple itself."""
+    from diffusion_study.core.objectives import simple_loss
+
+    torch.manual_seed(0)
+    x = torch.randn(32, 2, dtype=torch.float64)
+    ndm = Denoiser(TimeMLP(2, hidden=8, depth=1).double(), random_forward(), prediction="x0")
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    ours = continuous_time.noise_prediction_loss(ndm, x, gen())
+    torch.testing.assert_close(ours, simple_loss(ndm, x, generator=gen(), target="eps"), rtol=0, atol=0)
+    assert (ours - simple_loss(ndm, x, generator=gen())).abs().max() > 1e-3  # the x0 target is another loss
+    ddpm = Denoiser(TimeMLP(2, hidden=8, depth=1).double(), GaussianForward(schedule()), prediction="eps")
+    torch.testing.assert_close(continuous_time.noise_prediction_loss(ddpm, x, gen()), simple_loss(ddpm, x, generator=gen()))

@@ -162,14 +162,14 @@ def test_ndm_bound_with_identity_transform_is_the_ddpm_bound():
 def test_discrete_bound_converges_to_the_continuous_bound_as_the_grid_refines():
     """VDM (Kingma et al. 2021): on the grid i / T of a continuous schedule, the discrete bound
     tends to the continuous one, -1/2 E int SNR'(t) ||x - x0_hat||^2 dt + prior + decoder."""
-    from diffusion_study.core.objectives import continuous_vlb_terms
+    from diffusion_study.core.continuous_time import continuous_bound
 
     mix = two_gaussians()
     proc = GaussianForward(continuous_schedule("logsnr_cosine"))
     g = torch.Generator().manual_seed(0)
     x = mix.sample(2000, g).double()
     den = mix.denoiser(proc)
-    limit = continuous_vlb_terms(den, x, decoder=GaussianDecoder(), n_t=32, generator=g).total
+    limit = continuous_bound(den, x, decoder=GaussianDecoder(), n_t=32, generator=g).total
     bounds = [vlb_terms(den, x, decoder=GaussianDecoder(), times=proc.schedule.grid(T), generator=g).total
               for T in (16, 64, 256)]
     se = lambda v: v.std().item() / math.sqrt(len(v))  # noqa: E731  (paired over the same x)
@@ -180,15 +180,15 @@ def test_discrete_bound_converges_to_the_continuous_bound_as_the_grid_refines():
 
 
 def test_continuous_bound_refuses_what_it_cannot_evaluate():
-    from diffusion_study.core.objectives import continuous_vlb_terms
+    from diffusion_study.core.continuous_time import continuous_bound_terms
 
     x = torch.zeros(4, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="continuous schedule"):
-        continuous_vlb_terms(two_gaussians().denoiser(GaussianForward(discrete_schedule("cosine", 10))), x,
-                             decoder=GaussianDecoder())
+        continuous_bound_terms(two_gaussians().denoiser(GaussianForward(discrete_schedule("cosine", 10))), x,
+                               decoder=GaussianDecoder())
     with pytest.raises(ValueError, match="t_min"):  # the cosine schedule has sigma(0) = 0
-        continuous_vlb_terms(two_gaussians().denoiser(GaussianForward(continuous_schedule("cosine"))), x,
-                             decoder=GaussianDecoder())
+        continuous_bound_terms(two_gaussians().denoiser(GaussianForward(continuous_schedule("cosine"))), x,
+                               decoder=GaussianDecoder())
 
 
 class CountingF(torch.nn.Module):
@@ -247,6 +247,11 @@ def test_bounds_refuse_the_noise_free_process():
     proc = NoiseFreeForward(discrete_schedule("cosine", 10))
     with pytest.raises(ValueError, match="infinite"):
         vlb_terms(Oracle(lambda z, t: z, proc), torch.zeros(3, 2), decoder=GaussianDecoder())
+    from diffusion_study.core.continuous_time import continuous_bound_terms
+
+    proc = NoiseFreeForward(continuous_schedule("logsnr_cosine"))
+    with pytest.raises(ValueError, match="infinite"):
+        continuous_bound_terms(Oracle(lambda z, t: z, proc), torch.zeros(3, 2), decoder=GaussianDecoder())
 
 
 def test_bits_per_dim_of_an_ensemble_equals_separate_evaluations():

@@ -162,3 +162,61 @@ def test_dequantised_bits_per_dim_adds_the_bin_term():
     expected = -data.log_prob(deq, a0, s0) / (2 * math.log(2)) + 3.0
     torch.testing.assert_close(result.per_example, expected, atol=1e-4, rtol=0)
     assert per_probe.shape == (1, 2) and result.terms["dequantization"] == pytest.approx(3.0)
+
+
+def test_the_ndm_ode_with_F_identity_is_ddpms_ode():
+    """One velocity for every forward process, sigma'/sigma (z - alpha F(x_hat, t)) + d/dt[alpha F](x_hat, t): with
+    F = identity (GaussianForward's (x, 0), or a NeuralForward whose zero net goes through jvp) it is Song et al.'s
+    probability-flow ODE of the VP process, lambda'(t) / 2 alpha_t (x_hat - alpha_t z), written out here."""
+    from diffusion_study.core.denoiser import Oracle
+    from diffusion_study.nets import transforms
+
+    proc = _process()
+    sched = proc.schedule
+    mix = two_gaussians()
+    oracle = mix.denoiser(proc)
+    identity_net = transforms.mlp_forward(sched, hidden=8, depth=1).double()
+    z = torch.randn(32, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for tv in (0.05, 0.5, 0.95):
+        t = torch.tensor(tv, dtype=torch.float64)
+        alpha = sched.alpha(t)
+        song = sched.d_log_snr(t) / 2 * alpha * (oracle(z, t) - alpha * z)
+        for forward in (proc, identity_net):
+            torch.testing.assert_close(ProbabilityFlow(Oracle(oracle.fn, forward))(t, z), song, rtol=1e-12, atol=1e-12)
+    x = mix.sample(16, torch.Generator().manual_seed(1)).double()
+    ddpm = ode_log_likelihood(oracle, x, method="rk4", steps=8)
+    ndm = ode_log_likelihood(Oracle(oracle.fn, identity_net), x, method="rk4", steps=8)
+    torch.testing.assert_close(ndm.log_prob, ddpm.log_prob, rtol=1e-10, atol=1e-10)
+
+
+def test_chapter_4s_fixed_grid_sampler_is_the_one_solver_with_a_reverse_process():
+    """continuous_time.ode_sample (NDM's name) is ode_solve with rk4 on the grid, for any reverse process (here the
+    straight-path one); its callback sees every step of the grid."""
+    from diffusion_study.core import continuous_time
+
+    proc = _process()
+    straight = continuous_time.StraightForward(proc.schedule)
+    model = two_gaussians().denoiser(proc)
+    z = torch.randn(64, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    grid = continuous_time.log_snr_grid(proc.schedule, 6)
+    steps = []
+    ours = continuous_time.ode_sample(model, z, grid, reverse=straight, callback=steps.append)
+    one = ode_solve(model, z, grid, method="rk4", reverse=straight)
+    assert torch.equal(ours, one.z) and one.nfe == 4 * 6
+    assert [s["i"] for s in steps] == list(range(6)) and torch.equal(steps[-1]["z"], ours)
+    assert (ours - ode_solve(model, z, grid, method="rk4").z).abs().max() > 1e-3  # the reverse process matters
+
+
+def test_a_discrete_schedule_runs_the_ode_on_the_curve_through_its_grid():
+    """A discrete schedule is a grid on a continuous log-SNR curve (`DiscreteSchedule.curve`): a model wrapped on
+    it has the ODE, and with the exact score its log-density at the first grid time is the mixture's there."""
+    disc = discrete_schedule("cosine", 50)
+    with pytest.raises(ValueError, match=r"schedule.curve\(\)"):
+        ProbabilityFlow(gaussian_ring().denoiser(GaussianForward(disc)))
+    proc = GaussianForward(disc.curve())
+    mix = gaussian_ring()
+    t0, t1 = torch.tensor(1 / 50, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    z = mix.sample(32, torch.Generator().manual_seed(0)).double()
+    prior = lambda v: mix.log_prob(v, disc.alpha(t1), disc.sigma(t1))  # noqa: E731
+    result = ode_log_likelihood(mix.denoiser(proc), z, t0=1 / 50, rtol=1e-7, atol=1e-7, prior=prior)
+    assert (result.log_prob - mix.log_prob(z, disc.alpha(t0), disc.sigma(t0))).abs().max() < 1e-3

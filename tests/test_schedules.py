@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 from diffusion_study.core.schedules import (
-    SCHEDULES,
+    CONTINUOUS_SCHEDULES,
+    DISCRETE_SCHEDULES,
     continuous_schedule,
     cosine_schedule,
     discrete_schedule,
@@ -31,10 +32,10 @@ def test_cosine_schedule_is_f_t_over_f_0_before_clipping():
     assert s.beta[1:].max() == pytest.approx(0.999)
 
 
-@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("name", DISCRETE_SCHEDULES)
 @pytest.mark.parametrize("T", [1, 10, 1000, 4000])
 def test_alpha_bar_strictly_decreasing_and_finite(name, T):
-    if name == "linear" and T == 10:  # beta_end * 1000 / T = 2
+    if name == "ddpm_linear" and T == 10:  # beta_end * 1000 / T = 2
         with pytest.raises(ValueError, match="beta >= 1"):
             discrete_schedule(name, T)
         return
@@ -48,7 +49,7 @@ def test_alpha_bar_strictly_decreasing_and_finite(name, T):
     torch.testing.assert_close(s.alpha(t) ** 2 + s.sigma(t) ** 2, torch.ones(T + 1, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("name", CONTINUOUS_SCHEDULES)
 def test_continuous_schedules_are_finite_and_monotone_on_the_open_interval(name):
     c = continuous_schedule(name)
     t = torch.linspace(1e-9, 1, 10001, dtype=torch.float64)
@@ -66,7 +67,7 @@ def test_discrete_schedules_sample_their_continuous_versions():
         d, c = discrete_schedule(name, T), continuous_schedule(name)
         torch.testing.assert_close(d.log_snr(torch.arange(1, T)), c.log_snr(t), rtol=1e-9, atol=1e-9)
     # DDPM's linear betas approximate the VP-SDE with beta(t) = 0.1 + 19.9 t
-    d, c = discrete_schedule("linear", T), continuous_schedule("linear")
+    d, c = discrete_schedule("ddpm_linear", T), continuous_schedule("vp_linear")
     torch.testing.assert_close(d.alpha(torch.arange(1, T)), c.alpha(t), rtol=0, atol=2e-3)
 
 
@@ -94,3 +95,32 @@ def test_a_lookup_at_one_time_reads_no_value_back_to_the_host():
     s = discrete_schedule("cosine", 10).to("meta")
     out = s.alpha_sigma(torch.tensor(0.5, dtype=torch.float64, device="meta"))
     assert out.shape == (2,) and out.device.type == "meta"
+
+
+def test_the_two_linear_curves_have_names_that_say_which():
+    """DDPM's linear betas are the discrete 'ddpm_linear' ('linear' stays its alias); the VP-SDE's beta(t) linear
+    in t is the continuous 'vp_linear'; the continuous 'linear' is refused, naming both."""
+    assert discrete_schedule("ddpm_linear", 1000).name == "ddpm_linear"
+    torch.testing.assert_close(discrete_schedule("linear", 1000).log_alpha_bar, linear_schedule(1000).log_alpha_bar,
+                               rtol=0, atol=0)
+    assert continuous_schedule("vp_linear").name == "vp_linear"
+    with pytest.raises(ValueError, match="vp_linear.*ddpm_linear"):
+        continuous_schedule("linear")
+    with pytest.raises(ValueError, match="unknown schedule 'vp_linear'"):
+        discrete_schedule("vp_linear", 1000)
+
+
+@pytest.mark.parametrize("name", DISCRETE_SCHEDULES)
+def test_a_discrete_schedule_is_a_grid_on_its_curve(name):
+    """DiscreteSchedule.curve(): a continuous schedule whose alpha, sigma, lambda at every i / T are the tables',
+    decreasing in between, with a finite negative lambda'(t) between the grid points (the ODE's coefficient)."""
+    d = discrete_schedule(name, 100)
+    c = d.curve()
+    grid = torch.arange(101, dtype=torch.float64) / 100
+    torch.testing.assert_close(c.alpha(grid), d.alpha(grid), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(c.sigma(grid), d.sigma(grid), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(c.log_snr(grid[1:]), d.log_snr(grid[1:]), rtol=1e-12, atol=1e-12)
+    t = torch.linspace(0.001, 0.999, 997, dtype=torch.float64)
+    assert (torch.diff(c.log_snr(t)) < 0).all()
+    d_lam = c.d_log_snr(t)
+    assert torch.isfinite(d_lam).all() and (d_lam < 0).all()

@@ -5,11 +5,13 @@ Neural Diffusion Models (Bartosh et al. 2023, a learned F_phi with F(x, 0) = x).
       g^2(t) = -sigma_t^2 lambda'(t),   a_t = (sigma_t sigma'_t - g^2 / 2) / sigma_t^2,
       f(z, t, x) = (a_t + g^2 / sigma_t^2)(z - m_t(x)) + m'_t(x)          (reverse drift given x)
       L_diff = 1/2 E_{t ~ p} E_{z ~ q(z_t|x)} ||f(z, t, x) - f(z, t, x_hat)||^2 / (g^2(t) p(t)),
-  which for F = identity is VDM's -1/2 E int SNR'(t) ||x - x_hat||^2 dt (`objectives.continuous_vlb_terms`);
+  the one continuous bound: for F = identity it is VDM's -1/2 E int SNR'(t) ||x - x_hat||^2 dt (tests hold that form);
 - the plain noise-prediction loss under which F collapses (`noise_prediction_loss`);
 - the straight-path transform of the restricted reverse process (`StraightForward`);
-- the probability-flow ODE given x_hat, v(z, t) = f(z, t, x_hat) - g^2/2 score, score = -(z - m_t(x_hat)) / sigma_t^2,
-  its sampler (`ode_sample`) and its exact likelihood in low dimension (`ode_nll`, divergence by autograd).
+- chapter 4's names for the one probability-flow ODE stack (`ode`: v(z, t) = f(z, t, x_hat) - g^2/2 score,
+  score = -(z - m_t(x_hat)) / sigma_t^2): its fixed-grid sampler (`ode_sample`) and the exact likelihood of
+  the flow model in low dimension (`ode_nll`, RK4 on a grid even in log-SNR, divergence by autograd).
+The coefficients (`sde_coefficients`, `transform_with_velocity`, ...) live in `sde`, shared with `ode`.
 
 Shapes: x, z: [*batch, *event] with the batch dims of the networks ([B, D], [G, B, D] for an
 ensemble, [B, C, H, W]); times of the batch shape or 0-dim; per-example terms [*batch], nats.
@@ -19,18 +21,26 @@ Schedule constants are float64 and cast once where they meet the data (`schedule
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.func import jvp
 
 from diffusion_study.base import rng
 from diffusion_study.base.args import choose, positive_int
+from diffusion_study.core import ode
 from diffusion_study.core.events import event_dims_of, sum_event
-from diffusion_study.core.objectives import VLBTerms
+from diffusion_study.core.objectives import VLBTerms, refuse_noise_free, simple_loss
+from diffusion_study.core.ode import log_snr_grid  # chapter 4 calls continuous_time.log_snr_grid
 from diffusion_study.core.processes import ForwardProcess
 from diffusion_study.core.schedules import coefficient
+from diffusion_study.core.sde import (  # noqa: F401  (re-exported: continuous_time.X keeps working)
+    SDECoefficients,
+    drift_difference,
+    mean_and_velocity,
+    sde_coefficients,
+    transform_with_velocity,
+)
 
 T_DENSITIES = ("uniform", "log_snr")
 
@@ -71,84 +81,6 @@ class StraightForward(ForwardProcess):
 
 
 # ---------------------------------------------------------------------------------------
-# Continuous-time coefficients
-# ---------------------------------------------------------------------------------------
-
-
-class SDECoefficients(NamedTuple):
-    """alpha_t, sigma_t, their time derivatives and g^2(t) = -sigma_t^2 lambda'(t): float64, shape of t.
-
-    For a variance-preserving schedule alpha^2 = sigmoid(lambda): alpha' = alpha sigma^2 lambda' / 2,
-    sigma' = -sigma alpha^2 lambda' / 2.
-    """
-
-    alpha: Tensor
-    sigma: Tensor
-    d_alpha: Tensor
-    d_sigma: Tensor
-    g2: Tensor
-
-    @property
-    def drift_scale(self) -> Tensor:
-        """a_t + g^2 / sigma_t^2, the factor of (z - m_t(x)) in the reverse drift f."""
-        return self.d_sigma / self.sigma + self.g2 / (2 * self.sigma**2)
-
-    @property
-    def flow_scale(self) -> Tensor:
-        """a_t + g^2 / (2 sigma_t^2) = sigma'_t / sigma_t, the factor of (z - m_t(x_hat)) in the flow."""
-        return self.d_sigma / self.sigma
-
-
-def sde_coefficients(schedule, t) -> SDECoefficients:
-    """The coefficients of the continuous-time process at times t (a continuous schedule)."""
-    if schedule.T is not None:
-        raise ValueError("the continuous-time NDM needs a continuous schedule (continuous_schedule)")
-    t = schedule.to_time(t)
-    lam, d_lam = schedule.log_snr(t), schedule.d_log_snr(t)
-    a2, s2 = torch.sigmoid(lam), torch.sigmoid(-lam)
-    alpha, sigma = a2.sqrt(), s2.sqrt()
-    return SDECoefficients(alpha, sigma, alpha * s2 * d_lam / 2, -sigma * a2 * d_lam / 2, -s2 * d_lam)
-
-
-def _stack(pairs: list[tuple[Tensor, Tensor]], batch_dims: int) -> tuple[Tensor, Tensor, int, int]:
-    """The pairs (x, t) stacked on the last batch dim: xs, float64 times ts of xs's batch shape."""
-    x0 = pairs[0][0]
-    dim = batch_dims - 1
-    batch = x0.shape[:batch_dims]
-    xs = torch.cat([x for x, _ in pairs], dim=dim)
-    ts = torch.cat([torch.as_tensor(t, dtype=torch.float64, device=x0.device).expand(batch) for _, t in pairs], dim=dim)
-    return xs, ts, dim, x0.shape[dim]
-
-
-def transform_with_velocity(process, pairs: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
-    """[(F(x, t), dF/dt(x, t)) for (x, t) in pairs] in one call of F, by forward-mode AD (torch.func.jvp).
-
-    x: [*batch, *event]; t float64, of the batch shape or 0-dim. GaussianForward: (x, 0) without a
-    call; StraightForward: (c_t x, c'_t x) by autograd of the scale. Differentiable in F's parameters.
-    """
-    if process.is_identity:
-        return [(x, torch.zeros_like(x)) for x, _ in pairs]
-    if hasattr(process, "transform_velocity"):  # closed-form transforms: no network to batch
-        return [process.transform_velocity(x, t) for x, t in pairs]
-    x0 = pairs[0][0]
-    batch_dims = x0.ndim - getattr(getattr(process, "net", None), "event_dims", x0.ndim - 1)
-    xs, ts, dim, size = _stack(pairs, batch_dims)
-    f, df = jvp(lambda tau: process.transform(xs, tau), (ts,), (torch.ones_like(ts),))
-    return list(zip(f.split(size, dim=dim), df.split(size, dim=dim)))
-
-
-def mean_and_velocity(sde: SDECoefficients, f: Tensor, df: Tensor) -> tuple[Tensor, Tensor]:
-    """m_t = alpha_t F and m'_t = alpha'_t F + alpha_t dF/dt, shaped like f."""
-    alpha, d_alpha = coefficient(sde.alpha, f), coefficient(sde.d_alpha, f)
-    return alpha * f, d_alpha * f + alpha * df
-
-
-def drift_difference(sde: SDECoefficients, m: Tensor, dm: Tensor, m_hat: Tensor, dm_hat: Tensor) -> Tensor:
-    """f(z, t, x) - f(z, t, x_hat) = -(a_t + g^2/sigma_t^2)(m - m_hat) + (m' - m'_hat): z cancels."""
-    return coefficient(sde.drift_scale, m) * (m_hat - m) + (dm - dm_hat)
-
-
-# ---------------------------------------------------------------------------------------
 # The continuous-time bound
 # ---------------------------------------------------------------------------------------
 
@@ -161,7 +93,7 @@ def sample_times(schedule, kind: str, shape, like: Tensor, generator=None, t_min
     """
     choose("time density", kind, T_DENSITIES)
     u = rng.rand(shape, like, generator)
-    if kind == "uniform":  # the draws of objectives.continuous_vlb_terms
+    if kind == "uniform":
         return t_min + (1 - t_min) * u, torch.full_like(u, 1 / (1 - t_min))
     ends = schedule.log_snr(torch.tensor([t_min, 1.0], dtype=torch.float64, device=u.device))
     t = schedule.time_at(ends[1] + u * (ends[0] - ends[1])).clamp(t_min, 1)
@@ -173,7 +105,8 @@ def _stack_batch(a: Tensor, b: Tensor, batch_dims: int) -> Tensor:
 
 
 def continuous_bound_terms(denoiser, x: Tensor, *, decoder, reverse=None, t_density: str = "uniform",
-                           t_min: float = 0.0, generator=None, event_dims: int | None = None) -> VLBTerms:
+                           t_min: float = 0.0, generator=None, event_dims: int | None = None,
+                           y: Tensor | None = None) -> VLBTerms:
     """NDM's continuous-time negative ELBO, three terms [*batch] in nats (chapter 4):
 
         prior     = KL(q(z_1 | x) || N(0, I)),  q(z_1|x) = N(alpha_1 F(x, 1), sigma_1^2 I)
@@ -184,11 +117,22 @@ def continuous_bound_terms(denoiser, x: Tensor, *, decoder, reverse=None, t_dens
     denoiser's process, NDM's p(z_s|z_t) = q(z_s|z_t, x_hat)); a restricted reverse process passes
     its own, e.g. `StraightForward`. F is called at most twice, the x_hat network once:
     [F, F'] at (x, t) with F(x, 1) stacked; x_hat at z_t and z_{t_min} stacked; [F, F'] at (x_hat, t).
-    With F = identity on both sides this is `objectives.continuous_vlb_terms` (same draws, same values).
+    With F = identity on both sides this is VDM's continuous bound (Kingma et al. 2021), diffusion =
+    -1/2 E_t SNR'(t) ||x - x_hat||^2 / p(t), the T -> infinity limit of `objectives.vlb_terms` on the grid
+    t_min + (1 - t_min) i / T (tests/test_ndm.py holds VDM's form as the oracle). Labels y (of the
+    batch shape) are passed to the denoiser. Refuses a discrete schedule, a noise-free process, and a
+    t_min outside [0, 1) or with sigma(t_min) = 0 (the decoder's std).
     """
     event_dims = event_dims_of(x, event_dims, denoiser)
     process, reverse = denoiser.process, reverse if reverse is not None else denoiser.process
     sched = process.schedule
+    refuse_noise_free(process)
+    if sched.T is not None or not hasattr(sched, "d_log_snr"):
+        raise ValueError("the continuous bound needs a continuous schedule (continuous_schedule): a discrete "
+                         "schedule's log-SNR is defined on its grid only; use objectives.vlb_terms on its grid, "
+                         "or wrap the same network on schedule.curve() (the continuous curve through its grid)")
+    if not 0 <= t_min < 1 or not sched.sigma(torch.tensor(float(t_min), dtype=torch.float64)) > 0:
+        raise ValueError(f"t_min must lie in [0, 1) with sigma(t_min) > 0 (the decoder's std), got {t_min!r}")
     batch_dims = x.ndim - event_dims
     batch = x.shape[:batch_dims]
     t, p_t = sample_times(sched, t_density, batch, x, generator, t_min)
@@ -202,7 +146,8 @@ def continuous_bound_terms(denoiser, x: Tensor, *, decoder, reverse=None, t_dens
     m, dm = mean_and_velocity(sde, f_t, df_t)
     z_t = m + coefficient(sde.sigma, x) * noise
     z_0 = coefficient(process.alpha(t0), x) * f_0 + coefficient(process.sigma(t0), x) * rng.randn(x.shape, x, generator)
-    x_hat = denoiser(_stack_batch(z_t, z_0, batch_dims), _stack_batch(t, t0.expand(batch), batch_dims))
+    labels = () if y is None else (_stack_batch(y, y, batch_dims),)
+    x_hat = denoiser(_stack_batch(z_t, z_0, batch_dims), _stack_batch(t, t0.expand(batch), batch_dims), *labels)
     x_hat_t, x_hat_0 = x_hat.split(batch[-1], dim=batch_dims - 1)
     ((g_t, dg_t),) = transform_with_velocity(reverse, [(x_hat_t, t)])
     m_hat, dm_hat = mean_and_velocity(sde, g_t, dg_t)
@@ -222,110 +167,32 @@ def continuous_bound(denoiser, x: Tensor, *, decoder, n_t: int = 1, **kwargs) ->
 
 
 def noise_prediction_loss(denoiser, x: Tensor, generator=None) -> Tensor:
-    """The plain noise-prediction loss for NDM, mean over the event of ||eps - eps_hat(z_t, t)||^2 (claim N6).
-
-    z_t = alpha_t F(x, t) + sigma_t eps, t ~ U(0, 1], eps_hat = (z_t - alpha_t F(x_hat, t)) / sigma_t
-    (`Denoiser.eps`). Any F that forgets x (F(., t) = const for t > 0) makes it zero: it lets F collapse.
-    [*batch].
-    """
-    batch = denoiser.batch_shape(x)
-    t = 1 - rng.rand(batch, x, generator)
-    eps = rng.randn(x.shape, x, generator)
-    z = denoiser.process.sample(x, t, eps)
-    err = (eps - denoiser.eps(z, t)) ** 2
-    return sum_event(err, x.ndim - len(batch)) / math.prod(x.shape[len(batch):])
+    """NDM's plain noise-prediction loss, mean over the event of ||eps - eps_hat(z_t, t)||^2 (claim N6), [*batch]:
+    `objectives.simple_loss` with target 'eps' (eps_hat through F; t ~ U(0, 1] on a continuous schedule).
+    Any F that forgets x (F(., t) = const for t > 0) makes it zero: it lets F collapse."""
+    return simple_loss(denoiser, x, generator=generator, target="eps")
 
 
 # ---------------------------------------------------------------------------------------
-# The probability-flow ODE given x_hat: sampling and exact likelihood
+# The probability-flow ODE given x_hat: chapter 4's names for the one ODE stack in `ode`
 # ---------------------------------------------------------------------------------------
 
 
-def flow_velocity(model, z: Tensor, t, reverse=None) -> Tensor:
-    """v(z, t) = sigma'_t / sigma_t (z - m_t(x_hat)) + m'_t(x_hat), x_hat = model(z, t); shaped like z.
-
-    (= f(z, t, x_hat) - g^2/2 score with score = -(z - m_t(x_hat)) / sigma_t^2.) `reverse`: the
-    process whose transform defines m (default model.process). t: 0-dim or of the batch shape.
-    """
-    reverse = reverse if reverse is not None else model.process
-    x_hat = model(z, t)
-    t = reverse.schedule.to_time(t).to(z.device)
-    sde = sde_coefficients(reverse.schedule, t)
-    ((g, dg),) = transform_with_velocity(reverse, [(x_hat, t)])
-    m, dm = mean_and_velocity(sde, g, dg)
-    return coefficient(sde.flow_scale, z) * (z - m) + dm
-
-
-def log_snr_grid(schedule, steps: int, t_min: float = 0.0) -> Tensor:
-    """Descending times [steps + 1] from 1 to t_min, evenly spaced in log-SNR lambda (float64).
-
-    The ODE is smooth in lambda; an even grid in t crowds the steps where lambda changes slowly.
-    """
-    ends = schedule.log_snr(torch.tensor([1.0, float(t_min)], dtype=torch.float64))
-    lam = torch.linspace(float(ends[0]), float(ends[1]), positive_int("steps", steps) + 1, dtype=torch.float64)
-    times = schedule.time_at(lam)
-    times[0], times[-1] = 1.0, float(t_min)
-    return times
-
-
-def _rk4(fn, state, t: Tensor, s: Tensor):
-    """One classical Runge-Kutta step of d state / dt = fn(state, t) from t to s (s < t allowed)."""
-    h = s - t
-    k1 = fn(state, t)
-    k2 = fn(tuple(a + h / 2 * k for a, k in zip(state, k1)), t + h / 2)
-    k3 = fn(tuple(a + h / 2 * k for a, k in zip(state, k2)), t + h / 2)
-    k4 = fn(tuple(a + h * k for a, k in zip(state, k3)), s)
-    return tuple(a + h / 6 * (p + 2 * q + 2 * r + w) for a, p, q, r, w in zip(state, k1, k2, k3, k4))
-
-
-@torch.no_grad()
 def ode_sample(model, x: Tensor, times, extra_args: dict | None = None, callback=None, *, reverse=None,
                method: str = "rk4") -> Tensor:
-    """Integrate the probability-flow ODE dz/dt = v(z, t) along `times` (descending; e.g. from 1 to 0).
+    """`ode.ode_solve` on the fixed grid `times` (descending; e.g. from 1 to 0), fixed-step by default.
 
-    x: the start z at times[0], [*batch, *event]; returns z at times[-1]. method 'euler' (one
-    x_hat call per step) or 'rk4' (four). callback({'i', 't', 'z'}) after every step.
+    x: the start z at times[0], [*batch, *event]; returns z at times[-1]. method: one of `ode.METHODS`
+    ('euler': one x_hat call per step, 'rk4': four). callback({'i', 't', 'z'}) after every step.
     `log_snr_grid(schedule, steps)` is a good grid; `schedule.grid(steps)` the even one.
     """
-    choose("ODE method", method, ("euler", "rk4"))
-    times = torch.as_tensor(times, dtype=torch.float64)
-    if extra_args:
-        model = _bind(model, extra_args)
-    fn = lambda state, t: (flow_velocity(model, state[0], t, reverse),)  # noqa: E731
-    z = x
-    for i in range(len(times) - 1):
-        t, s = times[i], times[i + 1]
-        (z,) = _rk4(fn, (z,), t, s) if method == "rk4" else ((z + (s - t) * fn((z,), t)[0]),)
-        if callback is not None:
-            callback({"i": i, "t": s, "z": z})
-    return z
-
-
-def _bind(model, extra_args: dict):
-    """model(z, t, **extra_args) as a callable of (z, t) that keeps model.process."""
-
-    class Bound(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner, self.process = model, model.process
-
-        def forward(self, z, t):
-            return self.inner(z, t, **extra_args)
-
-    return Bound()
-
-
-def _velocity_and_divergence(model, z: Tensor, t, reverse, event_dims: int) -> tuple[Tensor, Tensor]:
-    """v(z, t) and its exact divergence sum_i dv_i/dz_i, one backward pass per event coordinate; [*batch]."""
-    with torch.enable_grad():
-        z = z.detach().requires_grad_(True)
-        v = flow_velocity(model, z, t, reverse)
-        flat_v = v.flatten(z.ndim - event_dims)
-        div = torch.zeros(flat_v.shape[:-1], dtype=z.dtype, device=z.device)
-        for i in range(flat_v.shape[-1]):
-            (grad,) = torch.autograd.grad(flat_v[..., i].sum(), z, retain_graph=i < flat_v.shape[-1] - 1)
-            div = div + grad.flatten(z.ndim - event_dims)[..., i]
-    return v.detach(), div.detach()
+    solution = ode.ode_solve(model, x, times, extra_args, method=method, reverse=reverse)
+    if callback is not None:
+        times = torch.as_tensor(times, dtype=torch.float64)
+        for i in range(len(solution.path) - 1):
+            callback({"i": i, "t": times[i + 1] if len(times) == len(solution.path) else times[-1],
+                      "z": solution.path[i + 1]})
+    return solution.z
 
 
 def ode_nll(model, x: Tensor, steps: int = 32, *, reverse=None, event_dims: int | None = None,
@@ -333,31 +200,20 @@ def ode_nll(model, x: Tensor, steps: int = 32, *, reverse=None, event_dims: int 
     """-log p(x) of the deterministic flow model defined by the probability-flow ODE, [*batch] nats.
 
     The model's sample is x = z_{t_min} / alpha_{t_min}, z_1 ~ N(0, I) pushed through the ODE from
-    t = 1 to t_min; so log p(x) = log N(z_1; 0, I) + int_{t_min}^1 div v(z_t, t) dt + d log alpha_{t_min},
-    with z_1 the solution from z_{t_min} = alpha_{t_min} x. Exact divergence (one backward pass per
-    coordinate: for low dimension, e.g. 2D), RK4 on `steps` steps evenly spaced in log-SNR
-    (`log_snr_grid`). An exact density of that flow, not a bound; its error is the ODE solver's
-    (compare two step counts).
+    t = 1 to t_min; so -log p(x) = -`ode.ode_log_likelihood`(alpha_{t_min} x) - D log alpha_{t_min}, with
+    the exact divergence (one backward pass per coordinate: for low dimension, e.g. 2D) and RK4 on
+    `steps` steps evenly spaced in log-SNR (`log_snr_grid`). An exact density of that flow, not a bound;
+    its error is the ODE solver's (compare two step counts).
     """
     event_dims = event_dims_of(x, event_dims, model)
     reverse = reverse if reverse is not None else model.process
     sched = reverse.schedule
-    t0 = torch.tensor(float(t_min), dtype=torch.float64)
-    times = log_snr_grid(sched, steps, t_min).flip(0)  # ascending: from the data to the prior
-
-    def fn(state, t):
-        v, div = _velocity_and_divergence(model, state[0], t, reverse, event_dims)
-        return v, div
-
-    z = coefficient(sched.alpha(t0), x) * x
-    log_det = torch.zeros(x.shape[: x.ndim - event_dims], dtype=x.dtype, device=x.device)
-    state = (z, log_det)
-    for i in range(len(times) - 1):
-        state = _rk4(fn, state, times[i], times[i + 1])
-    z_1, integral = state
+    alpha = sched.alpha(torch.tensor(float(t_min), dtype=torch.float64))
+    result = ode.ode_log_likelihood(model, coefficient(alpha, x) * x, method="rk4",
+                                    times=log_snr_grid(sched, steps, t_min).flip(0), reverse=reverse,
+                                    event_dims=event_dims)
     d = math.prod(x.shape[x.ndim - event_dims:])
-    log_prior = -0.5 * sum_event(z_1**2, event_dims) - 0.5 * d * math.log(2 * math.pi)
-    return -(log_prior + integral + d * sched.alpha(t0).log().to(x.dtype))
+    return -(result.log_prob + d * alpha.log()).to(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------

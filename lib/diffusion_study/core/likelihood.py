@@ -113,11 +113,11 @@ def chain_log_weights(denoiser, x: Tensor, *, decoder, times=None, variance: str
     bound (Burda et al. 2016) that rises to log p(x) as the number of chains grows (chapter 1).
     """
     process = denoiser.process
-    grid = checked_grid(process, times).flip(0)  # ascending: 0 = t_0 < t_1 < ... < t_K = 1
+    grid = checked_grid(process, times).flip(0).to(x.device)  # ascending: 0 = t_0 < t_1 < ... < t_K = 1
     K, B = len(grid) - 1, x.shape[0]
     event = tuple(range(1, x.ndim))
     log_normal = lambda v, mean, var: (-0.5 * ((v - mean) ** 2 / var + torch.log(2 * math.pi * var))).sum(event)  # noqa: E731
-    zs, log_q = [x], torch.zeros(B, dtype=x.dtype)
+    zs, log_q = [x], torch.zeros(B, dtype=x.dtype, device=x.device)
     for i in range(1, K + 1):
         c = process.step_coefficients(grid[i - 1], grid[i])
         mean = coefficient(c.alpha_t / c.alpha_s, x) * zs[-1]

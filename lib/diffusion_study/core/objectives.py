@@ -9,7 +9,7 @@ schedule, or any grid on a continuous one):
 with p(z_s|z_t) = q(z_s|z_t, x = x0_hat(z_t, t)) (the posterior with the denoiser's guess:
 DDPM's eps-parameterised mean and NDM's reverse process alike) and a reverse variance that is
 either the posterior's s~^2 ('posterior', DDPM's beta~_t) or sigma_{t|s}^2 ('beta', beta_t).
-As the grid refines, the sum tends to the continuous bound of VDM (`continuous_vlb_terms`).
+As the grid refines, the sum tends to the continuous bound (`continuous_time.continuous_bound_terms`).
 All terms are in nats per example, shape [*batch]; convert with `nats_to_bits_per_dim`, or
 estimate a data set's bits/dim with `diffusion_study.core.likelihood.bits_per_dim`.
 """
@@ -25,8 +25,8 @@ from torch import Tensor
 from diffusion_study.base import rng
 from diffusion_study.base.args import choose, positive_int
 from diffusion_study.base.tensors import check_model_input
+from diffusion_study.core import predictions
 from diffusion_study.core.events import event_dims_of, sum_event
-from diffusion_study.core.predictions import target
 from diffusion_study.core.schedules import coefficient
 
 REVERSE_VARIANCES = ("posterior", "beta")
@@ -40,16 +40,27 @@ def sample_time(schedule, shape, like: Tensor, generator=None) -> Tensor:
     return 1 - rng.rand(shape, like, generator)
 
 
-def simple_loss(denoiser, x: Tensor, *, y: Tensor | None = None, generator=None, p_uncond: float = 0.0) -> Tensor:
-    """L_simple (Ho et al. 2020, eq. 14) for the target the denoiser declares: mean over the event
-    dims of ||output(z_t, t) - target||^2 with t ~ `sample_time`, eps ~ N(0, I), z_t ~ q(z_t | x).
+LOSS_TARGETS = ("eps",)
 
-    x: [*batch, *event] ([B, D], [G, B, D] for an ensemble, [B, C, H, W]); returns [*batch].
-    With labels y and p_uncond > 0 each label is replaced by the null label with probability
-    p_uncond (classifier-free guidance training).
+
+def simple_loss(denoiser, x: Tensor, *, y: Tensor | None = None, generator=None, p_uncond: float = 0.0,
+                target: str | None = None) -> Tensor:
+    """The one noise-prediction loss: L_simple (Ho et al. 2020, eq. 14), mean over the event dims of a
+    squared error at t ~ `sample_time` (the grid i / T of a discrete schedule, U(0, 1] of a continuous
+    one), eps ~ N(0, I), z_t ~ q(z_t | x).
+
+    target None: the denoiser's raw output(z_t, t) against the target it declares (`predictions.target`:
+    eps, x0, v, ...). target 'eps': eps against eps_hat(z_t, t) = (z_t - alpha_t F(x0_hat, t)) / sigma_t
+    (`Denoiser.eps`) through any forward process F, NDM's plain noise loss (chapter 4, claim N6: any F
+    that forgets x makes it zero); for F = identity and an unclipped eps-predicting denoiser the two
+    are the same number. x: [*batch, *event] ([B, D], [G, B, D] for an ensemble, [B, C, H, W]);
+    returns [*batch]. With labels y and p_uncond > 0 each label is replaced by the null label with
+    probability p_uncond (classifier-free guidance training).
     """
     check_model_input(denoiser, x, where="simple_loss: ", y=y)
-    process, kind = denoiser.process, denoiser.prediction
+    if target is not None:
+        choose("loss target", target, LOSS_TARGETS)
+    process = denoiser.process
     batch = denoiser.batch_shape(x)
     event_dims = x.ndim - len(batch)
     t = sample_time(process.schedule, batch, x, generator)
@@ -58,9 +69,12 @@ def simple_loss(denoiser, x: Tensor, *, y: Tensor | None = None, generator=None,
     if y is not None and p_uncond > 0:
         drop = rng.rand(batch, x, generator) < p_uncond
         y = torch.where(drop, torch.full_like(y, denoiser.null_label), y)
-    out = denoiser.output(z, t, y)
-    alpha, sigma, step = denoiser.scales(t, x)
-    err = (out - target(kind, x, eps, alpha, sigma, step)) ** 2
+    if target == "eps":
+        err = (eps - denoiser.eps(z, t, y)) ** 2
+    else:
+        out = denoiser.output(z, t, y)
+        alpha, sigma, step = denoiser.scales(t, x)
+        err = (out - predictions.target(denoiser.prediction, x, eps, alpha, sigma, step)) ** 2
     return sum_event(err, event_dims) / math.prod(x.shape[len(batch):])
 
 
@@ -169,7 +183,8 @@ class VLBTerms(NamedTuple):
         return self.prior + self.diffusion + self.decoder
 
 
-def _refuse_noise_free(process) -> None:
+def refuse_noise_free(process) -> None:
+    """ValueError for a forward process without noise (sigma = 0): every bound is infinite there."""
     if getattr(process, "noise_free", False):
         raise ValueError(f"the variational bound is infinite for {type(process).__name__} (sigma = 0: "
                          "a KL between point masses); use a noisy forward process")
@@ -240,7 +255,7 @@ def vlb_terms(denoiser, x: Tensor, *, decoder, times=None, variance: str = "post
     check_model_input(denoiser, x, where="vlb_terms: ", y=y)
     event_dims = event_dims_of(x, event_dims, denoiser)
     process = denoiser.process
-    _refuse_noise_free(process)
+    refuse_noise_free(process)
     choose("reverse variance", variance, REVERSE_VARIANCES)
     grid = checked_grid(process, times).to(x.device)
     K, batch = len(grid) - 1, x.shape[: x.ndim - event_dims]
@@ -263,40 +278,6 @@ def vlb_terms(denoiser, x: Tensor, *, decoder, times=None, variance: str = "post
         prior=prior_kl(process, x, event_dims, grid[0]),
         diffusion=diffusion,
         decoder=decoder_nll_at(denoiser, x, process.sample(x, t_1, noise()), t_1, decoder, event_dims, y),
-    )
-
-
-def continuous_vlb_terms(denoiser, x: Tensor, *, decoder, t_min: float = 0.0, n_t: int = 1, generator=None,
-                         event_dims: int | None = None, y: Tensor | None = None) -> VLBTerms:
-    """The continuous-time negative ELBO (Kingma et al. 2021, VDM), each term [*batch] nats.
-
-    diffusion = -1/2 E_{t ~ U(t_min, 1)} (1 - t_min) SNR'(t) ||x - x0_hat(z_t, t)||^2 (n_t draws
-    of t per example), the T -> infinity limit of `vlb_terms` on the grid t_min + (1 - t_min) i / T;
-    prior at t = 1; decoder -log p(x | z_{t_min}) with std sigma(t_min). F = identity only
-    (NDM's continuous bound needs d/dt F by torch.func.jvp: chapter 4).
-    """
-    event_dims = event_dims_of(x, event_dims, denoiser)
-    process = denoiser.process
-    _refuse_noise_free(process)
-    sched = process.schedule
-    if sched.T is not None or not process.is_identity:
-        raise ValueError("continuous_vlb_terms needs a GaussianForward process on a continuous schedule")
-    t0 = torch.tensor(float(t_min), dtype=torch.float64)
-    if not 0 <= t_min < 1 or not sched.sigma(t0) > 0:
-        raise ValueError(f"t_min must lie in [0, 1) with sigma(t_min) > 0, got {t_min!r}")
-    batch = x.shape[: x.ndim - event_dims]
-    diffusion = torch.zeros(batch, dtype=torch.float64, device=x.device)
-    for _ in range(positive_int("n_t", n_t)):
-        t = t_min + (1 - t_min) * rng.rand(batch, x, generator)
-        z = process.sample(x, t, rng.randn(x.shape, x, generator))
-        d_snr = sched.d_log_snr(t) * sched.log_snr(t).exp()  # SNR'(t) < 0
-        err = sum_event((x - denoiser(z, t, y)) ** 2, event_dims)
-        diffusion = diffusion - 0.5 * (1 - t_min) * d_snr * err
-    z_min = process.sample(x, t0.to(x.device), rng.randn(x.shape, x, generator))
-    return VLBTerms(
-        prior=prior_kl(process, x, event_dims, 1.0),
-        diffusion=(diffusion / n_t).to(x.dtype),
-        decoder=decoder_nll_at(denoiser, x, z_min, t0.to(x.device), decoder, event_dims, y),
     )
 
 

@@ -1,18 +1,17 @@
-"""The probability-flow ODE of the variance-preserving process: a sampler and a likelihood (chapter 3).
+"""The probability-flow ODE of any forward process q(z_t | x) = N(alpha_t F(x, t), sigma_t^2 I): a sampler and a
+likelihood, for DDPM (F = identity, chapter 3) and NDM (a learned F, chapter 4) alike.
 
-For z_t = alpha_t x + sigma_t eps with alpha^2 = sigmoid(lambda), sigma^2 = sigmoid(-lambda) the
-forward SDE has drift f_t z with f_t = d log alpha / dt = sigma_t^2 lambda'(t) / 2 and diffusion
-g_t^2 = -sigma_t^2 lambda'(t). Its probability-flow ODE (Song et al. 2021, eq. 13),
-dz/dt = f_t z - g_t^2 / 2 grad log q_t(z), has the same marginals q_t. With the score read from
-the denoiser, grad log q_t(z) = (alpha_t x0_hat(z, t) - z) / sigma_t^2, it is
+The reverse drift given x_hat minus g^2 / 2 times the score -(z - m_t(x_hat)) / sigma_t^2 is the velocity
 
-    dz/dt = lambda'(t) / 2 * alpha_t * (x0_hat(z, t) - alpha_t z)                  (eq-pf-ode)
+    v(z, t) = sigma'_t / sigma_t (z - m_t(x_hat)) + m'_t(x_hat),   m_t(x) = alpha_t F(x, t),   (eq-pf-ode)
 
-so any model of the library (`Denoiser`, `Oracle`, a guidance wrapper) defines it. lambda'(t) must
-exist between grid points: the ODE needs a `ContinuousSchedule` (a discrete schedule's log-SNR is
-only defined on its grid i / T). A network trained on a discrete schedule that samples the same
-continuous log-SNR (e.g. `logsnr_cosine_schedule`) can be re-wrapped on `continuous_schedule` with
-the same ends; the chapter trains on continuous time for this reason.
+with x_hat = model(z, t), and (F, dF/dt) from `sde.transform_with_velocity` ((x, 0) for F = identity). For
+F = identity, alpha^2 = sigmoid(lambda), it is Song et al.'s (2021, eq. 13) dz/dt = f_t z - g_t^2 / 2 score:
+lambda'(t) / 2 * alpha_t * (x_hat - alpha_t z). Any model of the library (`Denoiser`, `Oracle`, a guidance
+wrapper) defines it. lambda'(t) must exist between grid points: the ODE needs a `ContinuousSchedule` (a
+discrete schedule's log-SNR is only defined on its grid i / T). A network trained on a discrete schedule
+is re-wrapped on `schedule.curve()`, the continuous curve through its grid, or on the continuous schedule
+it samples (e.g. `continuous_schedule('logsnr_cosine')` with the same ends for `logsnr_cosine_schedule`).
 
 Likelihood (instantaneous change of variables, Chen et al. 2018; Grathwohl et al. 2019):
 
@@ -22,7 +21,7 @@ solved forward from z_{t0} = x together with the integral. The divergence is exa
 pass per event dimension: D = 2 for the toy data) or Hutchinson's estimate v^T J v with Rademacher
 or Gaussian probes v (one probe per solve, drawn once; `n_probes` independent solves give its
 variance). Solvers are torchdiffeq's: adaptive 'dopri5' with tolerances rtol/atol, or fixed-step
-'euler', 'midpoint', 'rk4' on the given grid of times.
+'euler', 'midpoint', 'rk4' (torchdiffeq's 3/8-rule RK4) on the given grid of times.
 """
 
 from __future__ import annotations
@@ -39,6 +38,11 @@ from diffusion_study.base.args import choose, positive_int
 from diffusion_study.core.events import event_dims_of, sum_event
 from diffusion_study.core.likelihood import BitsPerDim
 from diffusion_study.core.schedules import coefficient
+from diffusion_study.core.sde import (
+    mean_and_velocity,
+    sde_coefficients,
+    transform_with_velocity,
+)
 
 METHODS = ("dopri5", "euler", "midpoint", "rk4")
 ADAPTIVE = ("dopri5",)
@@ -47,35 +51,45 @@ PROBES = ("rademacher", "gaussian")
 
 
 
+def flow_velocity(reverse, z: Tensor, x_hat: Tensor, t) -> Tensor:
+    """v(z, t) of eq-pf-ode given x_hat: sigma'_t / sigma_t (z - m_t(x_hat)) + m'_t(x_hat), shaped like z.
+
+    `reverse`: the forward process whose transform defines m (a model's own process, or a restricted
+    reverse process such as `StraightForward`); t: 0-dim or of the batch shape (float64 time).
+    """
+    t = reverse.schedule.to_time(t)
+    sde = sde_coefficients(reverse.schedule, t)
+    ((f, df),) = transform_with_velocity(reverse, [(x_hat, t)])
+    m, dm = mean_and_velocity(sde, f, df)
+    return coefficient(sde.flow_scale, z) * (z - m) + dm
+
+
 class ProbabilityFlow(nn.Module):
-    """The drift (eq-pf-ode) of `model` as torchdiffeq's `func(t, z)`, counting its calls in `nfe`.
+    """The velocity (eq-pf-ode) of `model` as torchdiffeq's `func(t, z)`, counting its calls in `nfe`.
 
     z: [*batch, *event]; t: a 0-dim time in [0, 1] (torchdiffeq's); returns dz/dt shaped like z.
-    `extra_args` (e.g. {'y': labels}) are passed to the model at every call.
+    `extra_args` (e.g. {'y': labels}) are passed to the model at every call; `reverse` (default the
+    model's process) is the process whose transform F defines the flow.
     """
 
-    def __init__(self, model, extra_args: dict | None = None):
+    def __init__(self, model, extra_args: dict | None = None, reverse=None):
         super().__init__()
-        schedule = model.process.schedule
+        self.reverse = reverse if reverse is not None else model.process
+        schedule = self.reverse.schedule
         if schedule.T is not None or not hasattr(schedule, "d_log_snr"):
             raise ValueError("the probability-flow ODE needs a continuous schedule (continuous_schedule): a discrete "
-                             "schedule's log-SNR is defined on its grid only; wrap the same network on the continuous "
-                             "schedule it samples")
+                             "schedule's log-SNR is defined on its grid only; wrap the same network on schedule.curve() "
+                             "(the continuous curve through its grid) or on the continuous schedule it samples")
         self.model, self.extra_args, self.nfe = model, extra_args or {}, 0
 
-    def scales(self, t) -> tuple[Tensor, Tensor]:
-        """(lambda'(t) / 2 * alpha_t, alpha_t): the two float64 constants of eq-pf-ode at time t."""
-        sched = self.model.process.schedule
-        t = torch.as_tensor(t, dtype=torch.float64).detach().cpu()
-        alpha = sched.alpha(t)
-        return 0.5 * sched.d_log_snr(t) * alpha, alpha
+    @property
+    def schedule(self):
+        return self.reverse.schedule
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         self.nfe += 1
         t64 = torch.as_tensor(t, dtype=torch.float64).detach().cpu()
-        k, alpha = (coefficient(v, z) for v in self.scales(t64))
-        x0_hat = self.model(z, t64, **self.extra_args)
-        return k * (x0_hat - alpha * z)
+        return flow_velocity(self.reverse, z, self.model(z, t64, **self.extra_args), t64)
 
 
 def check_solver(method: str, rtol: float, atol: float) -> str:
@@ -91,11 +105,22 @@ def _check_grid(flow: ProbabilityFlow, times) -> Tensor:
     times = torch.as_tensor(times, dtype=torch.float64)
     if times.ndim != 1 or len(times) < 2 or not ((torch.diff(times) < 0).all() or (torch.diff(times) > 0).all()):
         raise ValueError("times must be a monotone 1-D grid of at least two times, e.g. schedule.grid(steps)")
-    flow.model.process.schedule.check_times(times)
-    k = flow.scales(times[[0, -1]])[0]
-    if not torch.isfinite(k).all():
+    flow.schedule.check_times(times)
+    if not torch.isfinite(sde_coefficients(flow.schedule, times[[0, -1]]).flow_scale).all():
         raise ValueError("d log-SNR / dt is not finite at an end of the grid (lambda = +-inf there): "
                          "end the ODE at a time with finite log-SNR, or use a schedule with finite ends")
+    return times
+
+
+def log_snr_grid(schedule, steps: int, t_min: float = 0.0) -> Tensor:
+    """Descending times [steps + 1] from 1 to t_min, evenly spaced in log-SNR lambda (float64).
+
+    The ODE is smooth in lambda; an even grid in t crowds the steps where lambda changes slowly.
+    """
+    ends = schedule.log_snr(torch.tensor([1.0, float(t_min)], dtype=torch.float64))
+    lam = torch.linspace(float(ends[0]), float(ends[1]), positive_int("steps", steps) + 1, dtype=torch.float64)
+    times = schedule.time_at(lam)
+    times[0], times[-1] = 1.0, float(t_min)
     return times
 
 
@@ -113,35 +138,38 @@ def _odeint(func, y0, times: Tensor, method: str, rtol: float, atol: float):
 
 @dataclass(frozen=True)
 class ODESolution:
-    """z at the last time of the grid (shaped like the start) and the number of model calls."""
+    """z at the last time of the grid (shaped like the start), the number of model calls, and z at every
+    time the solver returned ([len(times), *z.shape]: every grid time for a fixed-step method, the two
+    ends for an adaptive one)."""
 
     z: Tensor
     nfe: int
+    path: Tensor | None = None
 
 
 @torch.no_grad()
 def ode_solve(model, x: Tensor, times, extra_args: dict | None = None, *, method: str = "dopri5",
-              rtol: float = 1e-5, atol: float = 1e-5) -> ODESolution:
+              rtol: float = 1e-5, atol: float = 1e-5, reverse=None) -> ODESolution:
     """Integrate eq-pf-ode from times[0] to times[-1] (either direction). x: [*batch, *event].
 
     Fixed-step methods step on the grid `times` (one step per interval); 'dopri5' adapts its steps
     to rtol/atol and only starts and ends on the grid. Returns z at times[-1] and the model calls.
     """
     method = check_solver(method, rtol, atol)
-    flow = ProbabilityFlow(model, extra_args)
+    flow = ProbabilityFlow(model, extra_args, reverse)
     times = _check_grid(flow, times)
     grid = times[[0, -1]] if method in ADAPTIVE else times
-    z = _odeint(flow, x, grid, method, rtol, atol)[-1]
-    return ODESolution(z, flow.nfe)
+    path = _odeint(flow, x, grid, method, rtol, atol)
+    return ODESolution(path[-1], flow.nfe, path)
 
 
 def ode_sample(model, x: Tensor, times, extra_args: dict | None = None, callback=None, *, method: str = "dopri5",
-               rtol: float = 1e-5, atol: float = 1e-5) -> Tensor:
+               rtol: float = 1e-5, atol: float = 1e-5, reverse=None) -> Tensor:
     """Probability-flow ODE sampler (Song et al. 2021, eq. 13) with the samplers' signature: z at times[-1].
 
     callback({'nfe', 'z'}) is called once at the end (an adaptive solver has no fixed steps).
     """
-    solution = ode_solve(model, x, times, extra_args, method=method, rtol=rtol, atol=atol)
+    solution = ode_solve(model, x, times, extra_args, method=method, rtol=rtol, atol=atol, reverse=reverse)
     if callback is not None:
         callback({"nfe": solution.nfe, "z": solution.z})
     return solution.z
@@ -224,20 +252,25 @@ class ODELikelihood:
 def ode_log_likelihood(model, x: Tensor, extra_args: dict | None = None, *, t0: float = 0.0, t1: float = 1.0,
                        method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5, steps: int | None = None,
                        divergence: str = "exact", probe: str = "rademacher", n_probes: int = 1, generator=None,
-                       event_dims: int | None = None,
-                       prior: Callable[[Tensor], Tensor] | None = None) -> ODELikelihood:
+                       event_dims: int | None = None, prior: Callable[[Tensor], Tensor] | None = None,
+                       times=None, reverse=None) -> ODELikelihood:
     """log p(x) of the probability-flow ODE at time t0 (eq. above), x: [*batch, *event] -> [*batch] nats.
 
     divergence 'exact' (D autograd passes per call; for small D) or 'hutchinson' (`n_probes`
     independent probes of kind `probe`, each its own solve: the spread of `per_probe` is the
     estimator's variance). prior(z_1) -> [*batch] defaults to the standard normal. Fixed-step
-    methods take `steps` equal steps from t0 to t1; 'dopri5' adapts to rtol/atol.
+    methods take `steps` equal steps from t0 to t1, or step on `times` (an ascending grid from t0 to t1,
+    e.g. `log_snr_grid(schedule, steps).flip(0)`); 'dopri5' adapts to rtol/atol. `reverse`: the process
+    whose F defines the flow (default the model's).
     """
     method = check_solver(method, rtol, atol)
     choose("divergence", divergence, DIVERGENCES)
     event_dims = event_dims_of(x, event_dims, model)
-    flow = ProbabilityFlow(model, extra_args)
-    if method in ADAPTIVE:
+    flow = ProbabilityFlow(model, extra_args, reverse)
+    if times is not None:
+        times = torch.as_tensor(times, dtype=torch.float64)
+        times = times[[0, -1]] if method in ADAPTIVE else times
+    elif method in ADAPTIVE:
         times = torch.tensor([t0, t1], dtype=torch.float64)
     else:
         if steps is None:

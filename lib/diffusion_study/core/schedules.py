@@ -8,7 +8,9 @@ everything: alpha^2 = sigmoid(lambda), sigma^2 = sigmoid(-lambda) (chapter 1).
 - `ContinuousSchedule`: lambda(t) given as a function, defined for every t in [0, 1].
 - `DiscreteSchedule`: T steps, defined on the grid t = i / T (i = 0..T, i = 0 the data,
   alpha = 1). DDPM's tables (beta_t, alpha_t = 1 - beta_t, alpha_bar_t, beta~_t) stay
-  available, indexed by the step i, and exact: alpha and sigma are read from them.
+  available, indexed by the step i, and exact: alpha and sigma are read from them. A discrete
+  schedule is a grid on a continuous log-SNR curve: `curve()` is that curve (log alpha_bar linear
+  in t on each step), what the continuous-time tools (ODE, continuous bound) take.
 
 Both are `nn.Module`s whose tables are float64 buffers, computed once and moved with the
 forward process (`process.to(device)`); a lookup is a gather on the device, with no range
@@ -29,7 +31,13 @@ from torch import Tensor, nn
 
 from diffusion_study.base.args import choose, positive_int
 
-SCHEDULES = ("linear", "cosine", "logsnr_cosine")
+# 'linear' meant two curves: DDPM's linear betas (discrete, Ho et al. 2020) and the VP-SDE's beta(t) linear in t
+# (continuous, Song et al. 2021). Each has its own name now; DDPM's keeps 'linear' as an alias (its call sites:
+# the toy study's grid, the benches' diffusers cross-checks), the continuous 'linear' is refused with the new names.
+DISCRETE_SCHEDULES = ("ddpm_linear", "cosine", "logsnr_cosine")
+CONTINUOUS_SCHEDULES = ("vp_linear", "cosine", "logsnr_cosine")
+DISCRETE_ALIASES = {"linear": "ddpm_linear"}
+SCHEDULES = CONTINUOUS_SCHEDULES  # the names `continuous_schedule` takes (the training CLI's --schedule)
 COSINE_OFFSET = 0.008  # s in Nichol & Dhariwal's cosine schedule
 COSINE_MAX_BETA = 0.999
 
@@ -208,6 +216,23 @@ class DiscreteSchedule(Schedule):
         """lambda_i = log alpha_bar_i - log(1 - alpha_bar_i) at t = i / T; +inf at t = 0."""
         return self._at(self.log_snr_table, t)
 
+    def curve(self) -> ContinuousSchedule:
+        """The continuous schedule through this one's grid: log alpha_bar linear in t on each step (the VP
+        process whose beta(t) is constant on each step), so alpha, sigma, lambda at every i / T are the
+        tables' and lambda'(t) exists between grid points. What the continuous-time tools (the
+        probability-flow ODE, the continuous bound) need: wrap the same network on it. Built from the
+        tables where they are now (call it after moving the schedule)."""
+        return ContinuousSchedule(f"{self.name}:curve", functools.partial(_grid_log_snr, log_alpha_bar=self.log_alpha_bar))
+
+
+def _grid_log_snr(u: Tensor, log_alpha_bar: Tensor) -> Tensor:
+    # log alpha_bar linear in u between the grid points i / T (differentiable in u); lambda = lab - log(1 - e^lab)
+    T = log_alpha_bar.numel() - 1
+    lab, s = log_alpha_bar.to(u.device), u * T
+    i = s.detach().floor().clamp(0, T - 1).long()
+    lab_u = lab[i] + (s - i) * (lab[i + 1] - lab[i])
+    return lab_u - torch.log(-torch.expm1(lab_u))
+
 
 def linear_schedule(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> DiscreteSchedule:
     """DDPM's linear betas (Ho et al. 2020): beta_t from beta_start to beta_end at T = 1000.
@@ -220,7 +245,7 @@ def linear_schedule(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) ->
     betas = torch.linspace(beta_start * scale, beta_end * scale, T, dtype=torch.float64)
     if (betas >= 1).any():
         raise ValueError(f"linear schedule with T={T} gives beta >= 1; use T >= {math.floor(1000 * beta_end) + 1}")
-    return DiscreteSchedule("linear", torch.cat([_f64([0.0]), torch.cumsum(torch.log1p(-betas), 0)]))
+    return DiscreteSchedule("ddpm_linear", torch.cat([_f64([0.0]), torch.cumsum(torch.log1p(-betas), 0)]))
 
 
 def cosine_schedule(T: int, s: float = COSINE_OFFSET, max_beta: float = COSINE_MAX_BETA) -> DiscreteSchedule:
@@ -243,9 +268,11 @@ def logsnr_cosine_schedule(T: int, logsnr_max: float = 5.0, logsnr_min: float = 
 
 
 def discrete_schedule(name: str, T: int = 1000, **kwargs) -> DiscreteSchedule:
-    """Build a T-step schedule by name: 'linear', 'cosine' or 'logsnr_cosine'."""
-    choose("schedule", name, SCHEDULES)
-    builder = {"linear": linear_schedule, "cosine": cosine_schedule, "logsnr_cosine": logsnr_cosine_schedule}[name]
+    """Build a T-step schedule by name: 'ddpm_linear' (DDPM's linear betas; alias 'linear'), 'cosine' or
+    'logsnr_cosine'."""
+    name = DISCRETE_ALIASES.get(name, name)
+    choose("schedule", name, DISCRETE_SCHEDULES)
+    builder = {"ddpm_linear": linear_schedule, "cosine": cosine_schedule, "logsnr_cosine": logsnr_cosine_schedule}[name]
     return builder(T, **kwargs)
 
 
@@ -272,7 +299,7 @@ def _cosine_log_snr(u: Tensor, s: float = COSINE_OFFSET) -> Tensor:
     return log_abar - log_one_minus
 
 
-def _linear_log_snr(u: Tensor, beta_min: float = 0.1, beta_max: float = 20.0) -> Tensor:
+def _vp_linear_log_snr(u: Tensor, beta_min: float = 0.1, beta_max: float = 20.0) -> Tensor:
     # VP-SDE with beta(u) = beta_min + u (beta_max - beta_min): alpha_bar = exp(-int_0^u beta),
     # lambda = -log(expm1(int_0^u beta)). The T = 1000 DDPM linear betas approximate it.
     integral = beta_min * u + 0.5 * (beta_max - beta_min) * u**2
@@ -309,9 +336,12 @@ class ContinuousSchedule(Schedule):
 
 
 def continuous_schedule(name: str, **kwargs) -> ContinuousSchedule:
-    """Continuous-time schedule by name: 'linear' (VP-SDE), 'cosine', 'logsnr_cosine'."""
-    choose("schedule", name, SCHEDULES)
-    fn = {"linear": _linear_log_snr, "cosine": _cosine_log_snr, "logsnr_cosine": _logsnr_cosine}[name]
+    """Continuous-time schedule by name: 'vp_linear' (the VP-SDE's beta(t) linear in t), 'cosine', 'logsnr_cosine'."""
+    if name == "linear":
+        raise ValueError("continuous_schedule('linear') is ambiguous: the VP-SDE's beta(t) linear in t is "
+                         "continuous_schedule('vp_linear'); DDPM's linear betas are discrete_schedule('ddpm_linear')")
+    choose("schedule", name, CONTINUOUS_SCHEDULES)
+    fn = {"vp_linear": _vp_linear_log_snr, "cosine": _cosine_log_snr, "logsnr_cosine": _logsnr_cosine}[name]
     return ContinuousSchedule(name, functools.partial(fn, **kwargs))
 
 
