@@ -5,7 +5,7 @@ finished figure through `save_figure`, which writes `<out_dir>/<name>.png` and
 `<out_dir>/<name>.pdf` and hands the figure back for the notebook to show or glue.
 
 Figures are drawn at the size the book shows them: the page's content column is
-`SHOWN_WIDTH_PX` (672) CSS pixels wide, `CONTENT_WIDTH_IN` (6.5) inches of figure at
+`SHOWN_WIDTH_PX` (660) CSS pixels wide, `CONTENT_WIDTH_IN` (6.3) inches of figure at
 `DPI` (150) fill it at about two thirds of their pixels, so 10 pt text shows at about 14 px
 (the page's text is 16 px). `figsize(height)` gives a figure of the column's width;
 a figure of more than about four panels is split into several. `legibility_problems` says
@@ -30,8 +30,8 @@ import seaborn as sns
 from diffusion_study.base.io import atomic_path
 
 DPI = 150
-SHOWN_WIDTH_PX = 672  # the content column of a page at a desktop window width (CSS px)
-CONTENT_WIDTH_IN = 6.5  # a figure as wide as the column: 975 px at DPI, shown at 69 %
+SHOWN_WIDTH_PX = 660  # the content column of a page at a 1280 px window (CSS px, measured)
+CONTENT_WIDTH_IN = 6.3  # a figure as wide as the column: 975 px at DPI with its padding, shown at 68 %
 MAX_OVERSCALE = 1.5  # a figure may hold at most this many pixels per pixel shown
 MIN_TEXT_PX = 9.0  # the smallest text a reader can read, in CSS px as shown
 FONT_SIZES = {"font.size": 10, "axes.labelsize": 10, "axes.titlesize": 10.5, "figure.titlesize": 11,
