@@ -240,6 +240,11 @@ function layout() {
   return {
     column: Math.round(box.width),
     scrollWidth: document.documentElement.scrollWidth,
+    searches: [...document.querySelectorAll('.search-button__button, form.bd-search')].filter(e => {
+      const r = e.getBoundingClientRect();
+      return r.width > 0 && r.height > 0 && r.right > 0 && r.left < window.innerWidth
+             && getComputedStyle(e).visibility !== 'hidden';
+    }).length,
     overflow: outermost.map(e => describe(e) + ' (' + Math.round(e.getBoundingClientRect().right - box.right) + ' px out)'),
     images: [...col.querySelectorAll('img')].filter(i => i.naturalWidth > 0).map(i => ({
       src: i.getAttribute('src'), shown: Math.round(i.getBoundingClientRect().width), natural: i.naturalWidth,
@@ -296,6 +301,8 @@ def _layout_problems(page: str, info: dict) -> list[str]:
                         f"({info['column']} px): {info['overflow'][:5]}")
     if info["scrollWidth"] > info["viewport"] + 1:  # a phone zooms such a page out
         problems.append(f"{page}: at {info['viewport']} px, the page is {info['scrollWidth']} px wide")
+    if info["searches"] > 1:
+        problems.append(f"{page}: at {info['viewport']} px, {info['searches']} search controls on show (one is enough)")
     if info["viewport"] >= DESKTOP[0]:
         for image in info["images"]:
             scale = image["shown"] / image["natural"]

@@ -109,6 +109,39 @@ def test_status_page_of_the_committed_results():
     assert "## 01_elbo: The forward process and the ELBO" in page
 
 
+def test_landing_page_summary_counts_every_verdict_of_the_committed_results():
+    """book/intro.md's result paragraph (book/_generated/summary.md) is generated: its counts are
+    the results' verdicts, each claim named under its chapter."""
+    records = read_results(ROOT / "results")
+    text = status.summary(records)
+    counts = {v: 0 for v in VERDICTS}
+    for record in records:
+        for claim in record["claims"].values():
+            counts[claim["verdict"]] += 1
+    empirical = counts["supported"] + counts["not supported"] + counts["mixed"]
+    assert f"tests {empirical} empirical claims" in text
+    for verdict in ("supported", "not supported", "mixed"):
+        assert f"**{counts[verdict]} {verdict}**" in text
+    assert f"{counts['verified identity']} are verified and {counts['identity fails']} fail" in text
+    assert "ch. 1: " in text and text.startswith("<!--") and "```{div} result-summary" in text
+    assert "No chapter has recorded a result yet" in status.summary([])
+
+
+def test_bibliography_labels_are_author_year():
+    from pybtex.database import parse_file
+
+    entries = parse_file(str(ROOT / "book" / "references.bib")).entries
+    assert citation._author_year_label(entries["ho2020ddpm"]) == "Ho et al. 2020"
+    assert citation._author_year_label(entries["ho2022cfg"]) == "Ho and Salimans 2022"
+    assert citation._author_year_label(entries["szekely2013energy"]) == "Székely and Rizzo 2013"
+    citation._register_author_year_style()
+    import pybtex.plugin
+
+    style = pybtex.plugin.find_plugin("pybtex.style.formatting", "authoryear")()
+    labels = [e.label for e in style.format_entries(entries.values())]
+    assert "Ho et al. 2020" in labels and "Song et al. 2021a" in labels and "Song et al. 2021b" in labels
+
+
 def test_status_page_with_no_results(tmp_path):
     page = status.build_status(tmp_path / "nothing")
     assert "No result files under" in page and "|" not in page
@@ -120,6 +153,7 @@ def test_status_command_line(tmp_path):
     done = _run("diffusion_study.book.status", "--results", str(results), "--toc", str(TOC), "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert out.read_text() == status.build_status(results, TOC)
+    assert out.with_name("summary.md").read_text() == status.summary(read_results(results), status.toc_files(TOC))
     (results / "01_a" / "01_a.json").write_text("{ not json")
     done = _run("diffusion_study.book.status", "--results", str(results))
     assert done.returncode == 1 and "error" in done.stderr

@@ -193,6 +193,11 @@ def launch_config(config: dict[str, Any], repository_url: str, branch: str = "ma
     theme = config.setdefault("sphinx", {}).setdefault("config", {}).setdefault("html_theme_options", {})
     theme.update(repository_url=url, repository_branch=branch, path_to_docs="", launch_buttons=buttons,
                  use_repository_button=True, use_source_button=True)
+    # the landing page's repository link and clone command ({{ repository }} in book/intro.md)
+    parse = config.setdefault("parse", {})
+    parse.setdefault("myst_substitutions", {}).update(
+        repository=f"[{url.removeprefix('https://')}]({url})",
+        clone_block=f"```bash\ngit clone {url}.git {name} && cd {name} && make book\n```")
     return config
 
 
@@ -553,3 +558,55 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- the bibliography's labels --------------------------------------------------------------
+# The text cites author-year ("Ho et al. (2020)"); the bibliography's default labels are alpha
+# ([HJA20]), which a reader cannot match to them. `setup` makes this module a Sphinx extension
+# (book/_config.yml) that registers the pybtex style "authoryear": unsrt's entries, sorted by
+# author and year, labelled "Ho et al. 2020" (bibtex_default_style in book/_config.yml).
+
+
+def _author_year_label(entry) -> str:
+    persons = entry.persons.get("author") or entry.persons.get("editor") or []
+    if persons:
+        last = " ".join(persons[0].last_names) or str(persons[0])
+        name = last if len(persons) == 1 else f"{last} and {' '.join(persons[1].last_names)}" \
+            if len(persons) == 2 else f"{last} et al."
+    else:
+        name = entry.fields.get("title", entry.key)[:30]
+    from pybtex.richtext import Text
+
+    name = Text.from_latex(name).render_as("text")  # Sz{\'e}kely -> Székely
+    return f"{name} {entry.fields.get('year', 'n.d.')}"
+
+
+def _register_author_year_style() -> None:
+    import pybtex.plugin
+    from pybtex.style.formatting.unsrt import Style as UnsrtStyle
+    from pybtex.style.labels import BaseLabelStyle
+    from pybtex.style.sorting.author_year_title import SortingStyle
+
+    class AuthorYearLabels(BaseLabelStyle):
+        def format_labels(self, sorted_entries):
+            entries = list(sorted_entries)
+            labels = [_author_year_label(entry) for entry in entries]
+            seen: dict[str, int] = {}
+            for label in labels:  # "Song et al. 2021a", "Song et al. 2021b" where two share one
+                seen[label] = seen.get(label, 0) + 1
+                yield label if labels.count(label) == 1 else f"{label}{'abcdefghijklmnopqrstuvwxyz'[seen[label] - 1]}"
+
+    class AuthorYearStyle(UnsrtStyle):
+        default_label_style = AuthorYearLabels
+        default_sorting_style = SortingStyle
+
+    try:
+        pybtex.plugin.find_plugin("pybtex.style.formatting", "authoryear")
+    except pybtex.plugin.PluginNotFound:
+        pybtex.plugin.register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
+
+
+def setup(app):
+    """Sphinx extension: the "authoryear" bibliography style (see above)."""
+    _register_author_year_style()
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
