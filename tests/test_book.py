@@ -240,7 +240,7 @@ function layout() {
   return {
     column: Math.round(box.width),
     scrollWidth: document.documentElement.scrollWidth,
-    searches: [...document.querySelectorAll('.search-button__button, form.bd-search')].filter(e => {
+    searches: [...document.querySelectorAll('.search-button__button, form.bd-search')].filter(e => !col.contains(e)).filter(e => {
       const r = e.getBoundingClientRect();
       return r.width > 0 && r.height > 0 && r.right > 0 && r.left < window.innerWidth
              && getComputedStyle(e).visibility !== 'hidden';
