@@ -12,7 +12,7 @@ column (an element wider than it that is not inside a box that scrolls), the pag
 scrolls sideways, and at 1280 px no figure is scaled below 60 % of its own pixels (a figure
 drawn wider than the column shrinks its text with it; plotting.legibility_problems checks the
 same when it is drawn). A screenshot of each page at each width goes to
-test-artifacts/<width>/<page path>.png, listed with those measurements in
+test-artifacts/<width>/<page path>.png (a long page in parts: .2.png, ...), listed with those measurements in
 test-artifacts/review.md, the list to look through (chapter 1's first figure:
 test-artifacts/chapter1.png).
 
@@ -55,7 +55,8 @@ REMOTE_ASSET = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=\"(
 RAW_MARKUP = re.compile(r"\{(?:glue(?::\w+)?|numref|ref|doc|eq|cite(?::\w+)?|term|download)\}`|\{glue:")
 # TeX that MathJax did not typeset: display or inline delimiters, or an environment.
 RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\$[^$\s][^$]*\$")
-PAGE_SHOT_MAX_HEIGHT = 12000  # px: a whole page up to this height, its top beyond
+PAGE_SHOT_MAX_HEIGHT = 12000  # px: one screenshot; a taller page is shot in parts
+PAGE_SHOT_PARTS = 8  # at most this many parts a page (96000 px)
 DESKTOP, PHONE = (1280, 2200), (390, 844)  # the viewports every page is read at (CSS px)
 MIN_FIGURE_SCALE = 0.6  # at the desktop width a figure shows at least this share of its pixels
 
@@ -319,14 +320,23 @@ def _viewport(driver, width: int, height: int) -> None:
                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
 
 
-def _screenshot(driver, info: dict, path: Path, size: tuple[int, int]) -> None:
-    """The whole page (up to PAGE_SHOT_MAX_HEIGHT px) into `path`, then the viewport as it was."""
-    height = min(max(int(info["height"]), size[1]), PAGE_SHOT_MAX_HEIGHT)
+def _screenshot(driver, info: dict, path: Path, size: tuple[int, int]) -> list[Path]:
+    """The whole page into `path` and, where it is taller than PAGE_SHOT_MAX_HEIGHT px, its next
+    parts into <stem>.2.png, <stem>.3.png, ... (at most PAGE_SHOT_PARTS); then the viewport as it was."""
+    total = max(int(info["height"]), size[1])
+    height = min(total, PAGE_SHOT_MAX_HEIGHT)
     _viewport(driver, size[0], height)
+    shots = []
     try:
-        assert driver.save_screenshot(str(path)), path
+        for part in range(min(PAGE_SHOT_PARTS, -(-total // height))):
+            driver.execute_script("window.scrollTo(0, arguments[0])", part * height)
+            shot = path if part == 0 else path.with_name(f"{path.stem}.{part + 1}.png")
+            assert driver.save_screenshot(str(shot)), shot
+            shots.append(shot)
     finally:
+        driver.execute_script("window.scrollTo(0, 0)")
         _viewport(driver, *size)
+    return shots
 
 
 def _shot_name(page: str) -> str:
@@ -358,7 +368,7 @@ def _check_pages(driver, base: str, pages: list[str], shots: Path | None, versio
         reports[page] = info
         problems += _page_problems(page, info, console, base, version)
         if shots is not None:
-            _screenshot(driver, info, shots / _shot_name(page), size)
+            info["shots"] = [p.name for p in _screenshot(driver, info, shots / _shot_name(page), size)]
     return problems, reports
 
 
@@ -409,10 +419,9 @@ def _review_list(reports: dict[tuple[int, int], dict[str, dict]], problems: list
     for size, by_page in reports.items():
         for page, info in by_page.items():
             scales = [i["shown"] / i["natural"] for i in info["images"] if i["figure"]]
-            lines.append(f"| {page} | {size[0]} | [{size[0]}/{_shot_name(page)}]({size[0]}/{_shot_name(page)}) "
-                         f"| {info['column']} | {len(scales)} | {min(scales):.0%} |" if scales else
-                         f"| {page} | {size[0]} | [{size[0]}/{_shot_name(page)}]({size[0]}/{_shot_name(page)}) "
-                         f"| {info['column']} | 0 | - |")
+            shots = ", ".join(f"[{name}]({size[0]}/{name})" for name in info.get("shots", [_shot_name(page)]))
+            lines.append(f"| {page} | {size[0]} | {shots} | {info['column']} | {len(scales)} | "
+                         + (f"{min(scales):.0%} |" if scales else "- |"))
             lines[-1] += f" {len(info['overflow'])} |"
     lines += ["", "## Problems found", ""] + ([f"- {p}" for p in problems] or ["none"])
     return "\n".join(lines) + "\n"
