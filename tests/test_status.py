@@ -287,6 +287,36 @@ def test_cite_page_lists_every_figure_with_a_template():
         assert f["made_at"] in fields["note"]
 
 
+def test_one_provenance_on_the_status_page_the_cite_page_and_the_bibtex():
+    """The status page, the cite page and each figure's BibTeX state the code a chapter was run
+    with in the same words (results.code_state); a figure file no commit holds is cited as such,
+    never at the code's commit; BibTeX names a figure by its number in the book."""
+    from diffusion_study.book.results import code_state
+
+    records = read_results(ROOT / "results")
+    page = status.build_status(ROOT / "results", TOC, ROOT / "notebooks")
+    cite = citation.cite_page(ROOT / "results", ROOT / "notebooks", TOC)
+    for record in records:
+        prov = record["provenance"]
+        assert code_state(prov) in page and f"executed at commit {code_state(prov)}" in cite
+    entries = {}
+    for block in re.findall(r"```bibtex\n(.*?)```", cite, re.S):
+        entries.update(_bib_entries(block))
+    figures = citation.figures(ROOT / "results", ROOT / "notebooks")
+    key = re.sub(r"[^A-Za-z0-9_]+", "_", f"{citation.citation_key(citation.load_cff())}_01_elbo_schedules")
+    assert entries[key].fields["title"].startswith("{Figure 1.1, chapter")
+    for f in figures:
+        k = re.sub(r"[^A-Za-z0-9_]+", "_", f"{citation.citation_key(citation.load_cff())}_{f['chapter']}_{f['name']}")
+        where = entries[k].fields["howpublished"]
+        if f["file_commit"] is None:
+            assert "no commit holds this version" in where and " at commit " not in where
+    dirty = {"git_commit": "a" * 40, "git_dirty": True, "git_dirty_files": [f"f{i}" for i in range(20)]}
+    assert code_state(dirty) == "`aaaaaaa` with uncommitted changes to 20+ files"
+    assert code_state({"git_commit": "b" * 40, "git_dirty": False}, markdown=False) == "bbbbbbb"
+    assert citation.chapter_numbers(TOC)["01_elbo"] == 1
+    assert citation.figure_order(ROOT / "notebooks" / "01_elbo.ipynb")[0] == "fig-schedules"
+
+
 def test_cite_page_numbers_only_figures_of_chapters_in_the_book(tmp_path):
     toc = tmp_path / "_toc.yml"
     toc.write_text(yaml.safe_dump({"format": "jb-book", "root": "book/intro"}))

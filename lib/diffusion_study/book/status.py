@@ -23,6 +23,7 @@ from pathlib import Path
 
 from diffusion_study.book.results import (
     EMPIRICAL_VERDICTS,
+    code_state,
     IDENTITY_VERDICTS,
     VERDICTS,
     read_results,
@@ -116,14 +117,7 @@ def _wall_time(seconds) -> str:
 
 
 def _commit(prov: dict) -> str:
-    commit = prov.get("git_commit")
-    if not commit:
-        return "unknown"
-    short = f"`{commit[:7]}`"
-    if prov.get("git_dirty"):
-        files = prov.get("git_dirty_files") or []
-        return f"{short} (modified: {len(files)} file{'s' if len(files) != 1 else ''})"
-    return short
+    return code_state(prov) if prov.get("git_commit") else "unknown"
 
 
 def _date(prov: dict) -> str:
