@@ -262,10 +262,34 @@ def summary(records: list[dict], in_book: set[str] | None = None) -> str:
             f"```{{div}} result-summary\n{text}\n```\n")
 
 
+BENCH_SUMMARY = Path("bench") / "results" / "summary.json"
+
+
+def bench_section(summary_path: str | Path | None, records: list[dict] | None = None) -> str:
+    """The benchmark appendix's provenance, in the chapters' words (results.code_state), and
+    whether it is the code the chapters ran: `make bench` is a run of its own."""
+    if summary_path is None or not Path(summary_path).is_file():
+        return ""
+    prov = json.loads(Path(summary_path).read_text(encoding="utf-8")).get("provenance") or {}
+    chapters = {(r.get("provenance") or {}).get("git_commit") for r in records or []} - {None}
+    same = prov.get("git_commit") in chapters
+    relation = ("the commit of some of the chapters above" if same else
+                "not a commit any chapter above was executed at, so its timings describe that code, which "
+                "may differ from the chapters'") if chapters else ""
+    lines = ["## Benchmarks (the appendix)", "",
+             f"{{ref}}`appendix-bench` was written by `make bench` at commit {code_state(prov)}, "
+             f"{_date(prov)}, on {prov.get('device', 'an unrecorded device')}"
+             + (f"; {relation}." if relation else ".") + f" Its provenance: `{Path(summary_path).as_posix()}`.", ""]
+    return "\n".join(lines)
+
+
 def build_status(results_dir: str | Path, toc: str | Path | None = None,
-                 notebooks: str | Path | None = None) -> str:
-    """Read every result under `results_dir`; return the status page's markdown."""
-    return render(read_results(results_dir), Path(results_dir).as_posix(), toc_files(toc), notebooks)
+                 notebooks: str | Path | None = None, bench: str | Path | None = BENCH_SUMMARY) -> str:
+    """Read every result under `results_dir` (and the benchmarks' summary); return the status page's markdown."""
+    records = read_results(results_dir)
+    page = render(records, Path(results_dir).as_posix(), toc_files(toc), notebooks)
+    extra = bench_section(bench, records)
+    return page.rstrip("\n") + "\n\n" + extra if extra and records else page
 
 
 def main(argv: list[str] | None = None) -> int:
