@@ -1,4 +1,4 @@
-"""The rendered book, opened page by page in headless Chromium.
+"""The rendered book, opened page by page in headless Chromium, at a desktop width (1280 px) and a phone's (390 px).
 
 Builds the book from the committed notebooks (no execution: nbval re-executes them in
 test_notebooks.py) after generating its pages from results/ the way `make book` does (the
@@ -6,12 +6,19 @@ claims ledger, the execution status, the citation page), serves it on localhost 
 every page: it loads with a title and without a browser console error, every image decodes,
 every figure has a caption, no glue, role or TeX is left unrendered (MathJax, from the copy
 shipped with the book, reports no error either), code outputs scroll rather than clip, the
-footer shows the version and the build date, and nothing is requested from another host. A
-screenshot of each page goes to test-artifacts/<page path>.png (and chapter 1's first figure
-to test-artifacts/chapter1.png).
+footer shows the version and the build date, and nothing is requested from another host.
+What a reader would notice of the layout is measured too: nothing runs out of the content
+column (an element wider than it that is not inside a box that scrolls), the page never
+scrolls sideways, and at 1280 px no figure is scaled below 60 % of its own pixels (a figure
+drawn wider than the column shrinks its text with it; plotting.legibility_problems checks the
+same when it is drawn). A screenshot of each page at each width goes to
+test-artifacts/<width>/<page path>.png (a long page in parts: .2.png, ...), listed with those measurements in
+test-artifacts/review.md, the list to look through (chapter 1's first figure:
+test-artifacts/chapter1.png).
 
 The checks themselves are tested: a small book with a deliberate JavaScript error, an
-unrendered glue role, raw TeX and a TeX error must fail each of them.
+unrendered glue role, raw TeX, a TeX error, a figure three times wider than the column and a
+table that does not wrap must fail each of them.
 
 Needs the Debian packages chromium and chromium-driver, and MathJax under
 book/_static/mathjax (`make mathjax`). Without them the test is skipped, except under
@@ -48,7 +55,10 @@ REMOTE_ASSET = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=\"(
 RAW_MARKUP = re.compile(r"\{(?:glue(?::\w+)?|numref|ref|doc|eq|cite(?::\w+)?|term|download)\}`|\{glue:")
 # TeX that MathJax did not typeset: display or inline delimiters, or an environment.
 RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\$[^$\s][^$]*\$")
-PAGE_SHOT_MAX_HEIGHT = 12000  # px: a whole page up to this height, its top beyond
+PAGE_SHOT_MAX_HEIGHT = 12000  # px: one screenshot; a taller page is shot in parts
+PAGE_SHOT_PARTS = 8  # at most this many parts a page (96000 px)
+DESKTOP, PHONE = (1280, 2200), (390, 844)  # the viewports every page is read at (CSS px)
+MIN_FIGURE_SCALE = 0.6  # at the desktop width a figure shows at least this share of its pixels
 
 
 def _unavailable(reason: str) -> None:
@@ -204,7 +214,43 @@ function report() {
     height: Math.max(document.body.scrollHeight, document.documentElement.scrollHeight),
     mathjax: window.MathJax && window.MathJax.version ? window.MathJax.version : null,
     resources: performance.getEntriesByType('resource').map(r => r.name),
+    ...layout(),
   });
+}
+// What a reader sees of the layout: the content column, what runs out of it, how far each
+// image is scaled down from its own pixels.
+function describe(e) {
+  const id = e.id ? '#' + e.id : (e.className && typeof e.className === 'string' ? '.' + e.className.split(' ')[0] : '');
+  return e.tagName.toLowerCase() + id + ' ' + (e.textContent || e.getAttribute('src') || '').trim().slice(0, 50);
+}
+function layout() {
+  const col = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+  const box = col.getBoundingClientRect();
+  const contained = e => {  // inside a box of the column that scrolls or clips it
+    for (let a = e.parentElement; a && a !== col; a = a.parentElement) {
+      if (getComputedStyle(a).overflowX !== 'visible') return true;
+    }
+    return false;
+  };
+  const over = [...col.querySelectorAll('*')].filter(e => {
+    const r = e.getBoundingClientRect();
+    return r.width > 0 && r.height > 0 && r.right > box.right + 2 && getComputedStyle(e).visibility !== 'hidden'
+           && !contained(e);
+  });
+  const outermost = over.filter(e => !over.includes(e.parentElement));
+  return {
+    column: Math.round(box.width),
+    scrollWidth: document.documentElement.scrollWidth,
+    searches: [...document.querySelectorAll('.search-button__button, form.bd-search')].filter(e => !col.contains(e)).filter(e => {
+      const r = e.getBoundingClientRect();
+      return r.width > 0 && r.height > 0 && r.right > 0 && r.left < window.innerWidth
+             && getComputedStyle(e).visibility !== 'hidden';
+    }).length,
+    overflow: outermost.map(e => describe(e) + ' (' + Math.round(e.getBoundingClientRect().right - box.right) + ' px out)'),
+    images: [...col.querySelectorAll('img')].filter(i => i.naturalWidth > 0).map(i => ({
+      src: i.getAttribute('src'), shown: Math.round(i.getBoundingClientRect().width), natural: i.naturalWidth,
+      figure: !!i.closest('figure')})),
+  };
 }
 if (document.readyState === 'complete') report(); else window.addEventListener('load', report);
 """
@@ -239,28 +285,73 @@ def _page_problems(page: str, info: dict, console: list[dict], base: str, versio
         problems.append(f"{page}: MathJax not loaded from the book's own copy")
     if info["clipped"]:
         problems.append(f"{page}: code or output lines clipped, not scrollable: {info['clipped']}")
+    problems += _layout_problems(page, info)
     if version is not None and not (f"Version {version}" in info["footer"]
                                     and re.search(r"Last updated on \d{4}-\d{2}-\d{2}", info["footer"])):
         problems.append(f"{page}: footer without the version or the build date: {info['footer']!r}")
     return problems
 
 
-def _screenshot(driver, info: dict, path: Path) -> None:
-    """The whole page (up to PAGE_SHOT_MAX_HEIGHT px) into `path`, then the window as it was."""
-    size = driver.get_window_size()
-    height = min(max(int(info["height"]), size["height"]), PAGE_SHOT_MAX_HEIGHT)
-    driver.set_window_size(size["width"], height)
+def _layout_problems(page: str, info: dict) -> list[str]:
+    """What a reader would notice of the layout at this window width: anything running out of the
+    content column (not inside a box that scrolls), a page that scrolls sideways, and (at a desktop
+    width) a figure scaled below MIN_FIGURE_SCALE of its own pixels."""
+    problems = []
+    if info["overflow"]:
+        problems.append(f"{page}: at {info['viewport']} px, wider than the content column "
+                        f"({info['column']} px): {info['overflow'][:5]}")
+    if info["scrollWidth"] > info["viewport"] + 1:  # a phone zooms such a page out
+        problems.append(f"{page}: at {info['viewport']} px, the page is {info['scrollWidth']} px wide")
+    if info["searches"] > 1:
+        problems.append(f"{page}: at {info['viewport']} px, {info['searches']} search controls on show (one is enough)")
+    if info["viewport"] >= DESKTOP[0]:
+        for image in info["images"]:
+            scale = image["shown"] / image["natural"]
+            if image["figure"] and scale < MIN_FIGURE_SCALE:
+                problems.append(f"{page}: at {info['viewport']} px, figure scaled to {scale:.0%} "
+                                f"(< {MIN_FIGURE_SCALE:.0%}; {image['natural']} px drawn, {image['shown']} shown): "
+                                f"{image['src']}")
+    return problems
+
+
+def _viewport(driver, width: int, height: int) -> None:
+    """The page's viewport, as a phone has it below 600 px (a mobile layout, the viewport meta tag)."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+
+
+def _screenshot(driver, info: dict, path: Path, size: tuple[int, int]) -> list[Path]:
+    """The whole page into `path` and, where it is taller than PAGE_SHOT_MAX_HEIGHT px, its next
+    parts into <stem>.2.png, <stem>.3.png, ... (at most PAGE_SHOT_PARTS); then the viewport as it was."""
+    total = max(int(info["height"]), size[1])
+    height = min(total, PAGE_SHOT_MAX_HEIGHT)
+    _viewport(driver, size[0], height)
+    shots = []
     try:
-        assert driver.save_screenshot(str(path)), path
+        for part in range(min(PAGE_SHOT_PARTS, -(-total // height))):
+            driver.execute_script("window.scrollTo(0, arguments[0])", part * height)
+            shot = path if part == 0 else path.with_name(f"{path.stem}.{part + 1}.png")
+            assert driver.save_screenshot(str(shot)), shot
+            shots.append(shot)
     finally:
-        driver.set_window_size(size["width"], size["height"])
+        driver.execute_script("window.scrollTo(0, 0)")
+        _viewport(driver, *size)
+    return shots
 
 
-def _check_pages(driver, base: str, pages: list[str], shots: Path | None,
-                 version: str | None) -> tuple[list[str], dict[str, dict]]:
-    """Load every page; return the problems found and each page's report."""
+def _shot_name(page: str) -> str:
+    return page.removesuffix(".html").replace("/", "_") + ".png"
+
+
+def _check_pages(driver, base: str, pages: list[str], shots: Path | None, version: str | None,
+                 size: tuple[int, int] = None) -> tuple[list[str], dict[str, dict]]:
+    """Load every page in a viewport of `size` (default DESKTOP); return the problems found and
+    each page's report. Screenshots go to shots/<width>/<page>.png."""
+    size = size or DESKTOP
     if shots is not None:
+        shots = shots / str(size[0])
         shots.mkdir(parents=True, exist_ok=True)
+    _viewport(driver, *size)
     problems, reports = [], {}
     driver.get_log("browser")  # start from an empty console
     for page in pages:
@@ -272,11 +363,12 @@ def _check_pages(driver, base: str, pages: list[str], shots: Path | None,
             if not driver.current_url.endswith("book/intro.html"):
                 problems.append(f"index.html does not open the introduction: {driver.current_url}")
         info = driver.execute_async_script(_PAGE_REPORT)
+        info["viewport"] = size[0]  # the window's width (a phone's layout viewport may grow past it)
         console = driver.get_log("browser")
         reports[page] = info
         problems += _page_problems(page, info, console, base, version)
         if shots is not None:
-            _screenshot(driver, info, shots / (page.removesuffix(".html").replace("/", "_") + ".png"))
+            info["shots"] = [p.name for p in _screenshot(driver, info, shots / _shot_name(page), size)]
     return problems, reports
 
 
@@ -316,20 +408,51 @@ def test_no_page_declares_an_inline_script_constant_twice(site):
     assert found == {}
 
 
+def _review_list(reports: dict[tuple[int, int], dict[str, dict]], problems: list[str]) -> str:
+    """test-artifacts/review.md: every page's screenshots at each width, to look at one by one,
+    with what the check measured (content column, smallest figure scale, what ran out of it)."""
+    lines = ["# Screenshot review list", "",
+             "Every page of the book at each window width (tests/test_book.py writes it). Look at each "
+             "screenshot: no cut-off column, no unreadable figure.", "",
+             "| page | width | screenshot | column (px) | figures | smallest figure scale | out of the column |",
+             "|---|---|---|---|---|---|---|"]
+    for size, by_page in reports.items():
+        for page, info in by_page.items():
+            scales = [i["shown"] / i["natural"] for i in info["images"] if i["figure"]]
+            shots = ", ".join(f"[{name}]({size[0]}/{name})" for name in info.get("shots", [_shot_name(page)]))
+            lines.append(f"| {page} | {size[0]} | {shots} | {info['column']} | {len(scales)} | "
+                         + (f"{min(scales):.0%} |" if scales else "- |"))
+            lines[-1] += f" {len(info['overflow'])} |"
+    lines += ["", "## Problems found", ""] + ([f"- {p}" for p in problems] or ["none"])
+    return "\n".join(lines) + "\n"
+
+
 def test_every_page_renders_offline_without_errors(site, driver):
+    """Every page at a desktop width (1280 px) and a phone's (390 px): the checks above, and a
+    screenshot of each under test-artifacts/<width>/ listed in test-artifacts/review.md."""
     base, html = site
-    problems, reports = _check_pages(driver, base, _pages(html), ARTIFACTS, _version())
+    problems, reports = [], {}
+    for size in (DESKTOP, PHONE):
+        found, reports[size] = _check_pages(driver, base, _pages(html), ARTIFACTS, _version(), size)
+        problems += found
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "review.md").write_text(_review_list(reports, problems), encoding="utf-8")
     assert problems == [], "\n".join(problems)
-    assert reports["notebooks/01_elbo.html"]["maths"] > 0
-    for page in _pages(html):
-        assert (ARTIFACTS / (page.removesuffix(".html").replace("/", "_") + ".png")).exists()
-    intro = reports["index.html"]["text"]
+    desktop = reports[DESKTOP]
+    assert desktop["notebooks/01_elbo.html"]["maths"] > 0
+    assert 600 <= desktop["notebooks/01_elbo.html"]["column"] <= 760, desktop["notebooks/01_elbo.html"]["column"]
+    assert reports[PHONE]["notebooks/01_elbo.html"]["column"] <= PHONE[0]
+    for size in (DESKTOP, PHONE):
+        for page in _pages(html):
+            assert (ARTIFACTS / str(size[0]) / _shot_name(page)).exists()
+    intro = desktop["index.html"]["text"]
     assert "claims of three papers" in intro and len(intro.split()) > 200, \
         "the landing page (book/intro.md) must have its content"
 
 
 def test_chapter_one_figure_and_screenshot(site, driver):
     base, _ = site
+    _viewport(driver, *DESKTOP)
     driver.get(base + "notebooks/01_elbo.html")
     info = driver.execute_async_script(_PAGE_REPORT)
     assert info["figures"] >= 1 and not info["uncaptioned"] and not info["brokenImages"]
@@ -433,6 +556,11 @@ _FAULTS = {
     "raw-role": "# A page with an unrendered reference\n\n<p>See {numref}`fig-x` and {cite:p}`key`.</p>\n",
     "raw-tex": "# A page with raw TeX\n\n<p>An equation $$x = 1$$ that MathJax never saw.</p>\n",
     "tex-error": "# A page with a TeX error\n\n$$\n\\frac{1}{2} + x^2^3\n$$\n",
+    "wide-figure": "# A page with a too-wide figure\n\n```{figure} wide.png\n:name: fig-wide\n\n"
+                   "Eight panels side by side, drawn three times wider than the column.\n```\n",
+    "wide-table": "# A page with an overflowing table\n\n<table style=\"white-space: nowrap\"><tr>"
+                  + "".join(f"<td>column {i} of a printed table that never wraps</td>" for i in range(6))
+                  + "</tr></table>\n",
 }
 
 
@@ -450,6 +578,9 @@ def test_page_checks_fail_on_injected_faults(driver, tmp_path):
     (src / "book" / "_config.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
     for name, text in _FAULTS.items():
         (src / "book" / f"{name}.md").write_text(text, encoding="utf-8")
+    from PIL import Image
+
+    Image.new("RGB", (2000, 400), (90, 140, 200)).save(src / "book" / "wide.png")  # 34 % at 672 px
     toc = {"format": "jb-book", "root": "book/ok",
            "chapters": [{"file": f"book/{name}"} for name in _FAULTS if name != "ok"]}
     (src / "book" / "_toc.yml").write_text(yaml.safe_dump(toc), encoding="utf-8")
@@ -459,6 +590,8 @@ def test_page_checks_fail_on_injected_faults(driver, tmp_path):
     try:
         pages = [f"book/{name}.html" for name in _FAULTS]
         problems, _ = _check_pages(driver, base, pages, tmp_path / "shots", _version())
+        phone, _ = _check_pages(driver, base, ["book/ok.html", "book/wide-table.html"], tmp_path / "shots",
+                                _version(), PHONE)
     finally:
         server.shutdown()
         server.server_close()
@@ -466,8 +599,12 @@ def test_page_checks_fail_on_injected_faults(driver, tmp_path):
     assert by_page["book/ok.html"] == [], by_page["book/ok.html"]
     expect = {"js-error": "browser console error", "raw-glue": "unrendered glue",
               "raw-role": "unrendered glue or roles", "raw-tex": "TeX left unrendered",
-              "tex-error": "MathJax errors"}
+              "tex-error": "MathJax errors", "wide-figure": "figure scaled to 34%",
+              "wide-table": "wider than the content column"}
     for name, words in expect.items():
         found = by_page[f"book/{name}.html"]
         assert any(words in line for line in found), f"{name}: the check missed it; found {found}"
     assert any("notDefinedAnywhere" in line for line in by_page["book/js-error.html"])
+    assert not [line for line in phone if line.startswith("book/ok.html")], phone
+    assert any(line.startswith("book/wide-table.html: at 390 px, wider than the content column")
+               for line in phone), phone

@@ -48,3 +48,90 @@ def test_no_dates_or_software_stamps_in_files(tmp_path):
 def test_figure_names_are_plain_stems(name, tmp_path):
     with pytest.raises(ValueError, match="figure name"):
         figure_paths(name, tmp_path)
+
+
+# --- legibility: figures drawn at the size the page shows them --------------------------------
+
+import numpy as np  # noqa: E402
+from diffusion_study.book.plotting import (  # noqa: E402
+    DPI,
+    MAX_OVERSCALE,
+    SHOWN_WIDTH_PX,
+    FigureLegibilityWarning,
+    figsize,
+    legibility_problems,
+    log_errorbar,
+)
+
+
+def test_a_column_wide_figure_is_legible():
+    set_style()
+    fig, axes = plt.subplots(1, 2, figsize=figsize(2.8))
+    x = np.linspace(0, 1, 200)
+    for ax in axes:
+        ax.plot(x, x**2, label="square")
+        ax.plot(x, np.sqrt(x), label="root")
+        ax.set(xlabel="$t / T$", ylabel="value", title="a panel")
+        ax.legend(loc="lower right")
+    assert figsize(2.8)[0] * DPI <= MAX_OVERSCALE * SHOWN_WIDTH_PX
+    assert legibility_problems(fig) == []
+    plt.close(fig)
+
+
+def test_a_wide_figure_with_crowded_ticks_is_reported():
+    """The old Fig. 2.1: eight panels side by side, 28 long x labels each."""
+    set_style()
+    fig, axes = plt.subplots(1, 8, figsize=(12.75, 3))
+    for ax in axes:
+        ax.set_xticks(range(28), [f"process-{i}" for i in range(28)])
+    problems = legibility_problems(fig)
+    assert any(p.startswith("too wide") for p in problems), problems
+    assert any("overlapping x tick labels" in p for p in problems), problems
+    assert any(p.startswith("text shown at") for p in problems), problems
+    plt.close(fig)
+
+
+def test_small_text_overlapping_annotations_and_legend_over_data_are_reported():
+    set_style()
+    fig, ax = plt.subplots(figsize=figsize(3))
+    x = np.linspace(0, 1, 100)
+    ax.plot(x, x, label="a diagonal through the middle")
+    ax.legend(loc="center")
+    ax.annotate("w = 1", (0.2, 0.6))
+    ax.annotate("w = 2", (0.2, 0.6))
+    ax.text(0.8, 0.1, "tiny", fontsize=4)
+    problems = legibility_problems(fig)
+    assert any("legend covers the data" in p for p in problems), problems
+    assert any("overlapping annotations" in p for p in problems), problems
+    assert any(p.startswith("text shown at") and "tiny" in p for p in problems), problems
+    plt.close(fig)
+
+
+def test_error_bars_below_zero_on_a_log_axis_are_reported_and_log_errorbar_clips_them():
+    set_style()
+    mean, half = np.array([1.0, 0.1, 0.01]), np.array([0.5, 0.2, 0.001])
+    fig, (bad, good) = plt.subplots(1, 2, figsize=figsize(2.6))
+    bad.errorbar([1, 2, 3], mean, yerr=half)
+    good.errorbar([1, 2, 3], mean, yerr=log_errorbar(mean, half))
+    for ax in (bad, good):
+        ax.set(yscale="log", title="bad" if ax is bad else "good")
+    problems = legibility_problems(fig)
+    assert [p for p in problems if "error bar" in p] == [
+        "axes 'bad': an error bar reaches zero or below on the logarithmic y axis (clip it: `log_errorbar`)"]
+    arms = log_errorbar(mean, half)
+    assert np.allclose(arms[1], half) and (mean - arms[0] > 0).all()
+    assert np.allclose(arms[0, [0, 2]], half[[0, 2]])  # intervals above a tenth of the mean are kept
+    plt.close(fig)
+
+
+def test_save_figure_can_warn_or_refuse(tmp_path):
+    set_style()
+    fig, axes = plt.subplots(1, 8, figsize=(12.75, 3))
+    with pytest.warns(FigureLegibilityWarning, match="too wide"):
+        save_figure(fig, "wide", tmp_path / "warn", check="warn")
+    assert figure_paths("wide", tmp_path / "warn")["png"].exists()
+    fig, axes = plt.subplots(1, 8, figsize=(12.75, 3))
+    with pytest.raises(ValueError, match="not legible"):
+        save_figure(fig, "wide", tmp_path / "raise", check="raise")
+    assert not (tmp_path / "raise").exists()
+    plt.close("all")

@@ -110,6 +110,39 @@ def test_status_page_of_the_committed_results():
     assert "## 01_elbo: The forward process and the ELBO" in page
 
 
+def test_landing_page_summary_counts_every_verdict_of_the_committed_results():
+    """book/intro.md's result paragraph (book/_generated/summary.md) is generated: its counts are
+    the results' verdicts, each claim named under its chapter."""
+    records = read_results(ROOT / "results")
+    text = status.summary(records)
+    counts = {v: 0 for v in VERDICTS}
+    for record in records:
+        for claim in record["claims"].values():
+            counts[claim["verdict"]] += 1
+    empirical = counts["supported"] + counts["not supported"] + counts["mixed"]
+    assert f"tests {empirical} empirical claims" in text
+    for verdict in ("supported", "not supported", "mixed"):
+        assert f"**{counts[verdict]} {verdict}**" in text
+    assert f"{counts['verified identity']} are verified and {counts['identity fails']} fail" in text
+    assert "ch. 1: " in text and text.startswith("<!--") and "```{div} result-summary" in text
+    assert "No chapter has recorded a result yet" in status.summary([])
+
+
+def test_bibliography_labels_are_author_year():
+    from pybtex.database import parse_file
+
+    entries = parse_file(str(ROOT / "book" / "references.bib")).entries
+    assert citation._author_year_label(entries["ho2020ddpm"]) == "Ho et al. 2020"
+    assert citation._author_year_label(entries["ho2022cfg"]) == "Ho and Salimans 2022"
+    assert citation._author_year_label(entries["szekely2013energy"]) == "Székely and Rizzo 2013"
+    citation._register_author_year_style()
+    import pybtex.plugin
+
+    style = pybtex.plugin.find_plugin("pybtex.style.formatting", "authoryear")()
+    labels = [e.label for e in style.format_entries(entries.values())]
+    assert "Ho et al. 2020" in labels and "Song et al. 2021a" in labels and "Song et al. 2021b" in labels
+
+
 def test_status_page_with_no_results(tmp_path):
     page = status.build_status(tmp_path / "nothing")
     assert "No result files under" in page and "|" not in page
@@ -121,6 +154,7 @@ def test_status_command_line(tmp_path):
     done = _run("diffusion_study.book.status", "--results", str(results), "--toc", str(TOC), "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert out.read_text() == status.build_status(results, TOC)
+    assert out.with_name("summary.md").read_text() == status.summary(read_results(results), status.toc_files(TOC))
     (results / "01_a" / "01_a.json").write_text("{ not json")
     done = _run("diffusion_study.book.status", "--results", str(results))
     assert done.returncode == 1 and "error" in done.stderr
@@ -252,6 +286,42 @@ def test_cite_page_lists_every_figure_with_a_template():
                                               f"{f['file_commit']}/{f['file_path']}}}")
             assert f["file_commit"] in fields["note"]
         assert f["made_at"] in fields["note"]
+
+
+def test_one_provenance_on_the_status_page_the_cite_page_and_the_bibtex():
+    """The status page, the cite page and each figure's BibTeX state the code a chapter was run
+    with in the same words (results.code_state); a figure file no commit holds is cited as such,
+    never at the code's commit; BibTeX names a figure by its number in the book."""
+    from diffusion_study.book.results import code_state
+
+    records = read_results(ROOT / "results")
+    page = status.build_status(ROOT / "results", TOC, ROOT / "notebooks")
+    cite = citation.cite_page(ROOT / "results", ROOT / "notebooks", TOC)
+    for record in records:
+        prov = record["provenance"]
+        assert code_state(prov) in page and f"executed at commit {code_state(prov)}" in cite
+    entries = {}
+    for block in re.findall(r"```bibtex\n(.*?)```", cite, re.S):
+        entries.update(_bib_entries(block))
+    figures = citation.figures(ROOT / "results", ROOT / "notebooks")
+    key = re.sub(r"[^A-Za-z0-9_]+", "_", f"{citation.citation_key(citation.load_cff())}_01_elbo_schedules")
+    assert entries[key].fields["title"].startswith("{Figure 1.1, chapter")
+    for f in figures:
+        k = re.sub(r"[^A-Za-z0-9_]+", "_", f"{citation.citation_key(citation.load_cff())}_{f['chapter']}_{f['name']}")
+        where = entries[k].fields["howpublished"]
+        if f["file_commit"] is None:
+            assert "no commit holds this version" in where and " at commit " not in where
+    dirty = {"git_commit": "a" * 40, "git_dirty": True, "git_dirty_files": [f"f{i}" for i in range(20)]}
+    assert code_state(dirty) == "`aaaaaaa` with uncommitted changes to 20+ files"
+    assert code_state({"git_commit": "b" * 40, "git_dirty": False}, markdown=False) == "bbbbbbb"
+    assert citation.chapter_numbers(TOC)["01_elbo"] == 1
+    bench = ROOT / "bench" / "results" / "summary.json"
+    if bench.exists():  # the appendix's run, in the same words, and whether the chapters share it
+        prov = json.loads(bench.read_text())["provenance"]
+        assert f"## Benchmarks (the appendix)" in page and f"at commit {code_state(prov)}" in page
+        if prov["git_commit"] not in {r["provenance"]["git_commit"] for r in records}:
+            assert "not a commit any chapter above was executed at" in page
+    assert citation.figure_order(ROOT / "notebooks" / "01_elbo.ipynb")[0] == "fig-schedules"
 
 
 def test_cite_page_numbers_only_figures_of_chapters_in_the_book(tmp_path):

@@ -193,6 +193,11 @@ def launch_config(config: dict[str, Any], repository_url: str, branch: str = "ma
     theme = config.setdefault("sphinx", {}).setdefault("config", {}).setdefault("html_theme_options", {})
     theme.update(repository_url=url, repository_branch=branch, path_to_docs="", launch_buttons=buttons,
                  use_repository_button=True, use_source_button=True)
+    # the landing page's repository link and clone command ({{ repository }} in book/intro.md)
+    parse = config.setdefault("parse", {})
+    parse.setdefault("myst_substitutions", {}).update(
+        repository=f"[{url.removeprefix('https://')}]({url})",
+        clone_block=f"```bash\ngit clone {url}.git {name} && cd {name} && make book\n```")
     return config
 
 
@@ -304,6 +309,44 @@ def figure_labels(notebook: str | Path) -> dict[str, str]:
     return {stem: labels[key] for stem, key in keys.items() if key in labels}
 
 
+def figure_order(notebook: str | Path) -> list[str]:
+    """The labels of a chapter's figures in the order the page shows them (its ```{glue:figure}``
+    directives with a `:name:`): the n-th is Fig. <chapter>.n in the book."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    order = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for m in _GLUE_FIGURE.finditer(cell.source + "\n"):
+                name = _NAME_OPTION.search(m["options"])
+                if name:
+                    order.append(name["label"])
+    return order
+
+
+def chapter_numbers(toc: str | Path | None) -> dict[str, int]:
+    """Chapter (notebook stem) -> its number in the book: the order of the notebooks in `toc`."""
+    if toc is None:
+        return {}
+    import yaml
+
+    found: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("file"), str) and node["file"].startswith("notebooks/"):
+                found.append(Path(node["file"]).stem)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(yaml.safe_load(Path(toc).read_text(encoding="utf-8")))
+    return {chapter: i + 1 for i, chapter in enumerate(found)}
+
+
 def _git(cwd: Path, *args: str) -> str | None:
     try:
         done = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, timeout=30)
@@ -363,6 +406,7 @@ def figures(results_dir: str | Path, notebooks_dir: str | Path | None = None) ->
             "png": pdf.with_suffix(".png").as_posix() if pdf.with_suffix(".png").exists() else None,
             "label": labels.get(pdf.stem),
             "made_at": (record.get("provenance") or {}).get("git_commit"),
+            "provenance": record.get("provenance") or {},
             "params": record.get("params") or {},
             "file_commit": held[0] if held else None,
             "file_path": held[1] if held else None,
@@ -379,17 +423,21 @@ def figure_bibtex(cff: dict[str, Any], figure: dict[str, Any], title: str | None
                   repository_url: str | None = None) -> str:
     """A BibTeX `@misc` template citing one figure: its label, its file at a commit, the book."""
     year, month = _year_month(cff)
-    what = f"Figure {figure['label']}" if figure.get("label") else f"Figure {figure['name']}"
+    from diffusion_study.book.results import code_state
+
+    what = (f"Figure {figure['number']}" if figure.get("number")
+            else f"Figure {figure['label']}" if figure.get("label") else f"Figure {figure['name']}")
     chapter = f"chapter ``{title}''" if title else f"chapter {figure['chapter']}"
-    commit = figure.get("file_commit") or figure.get("made_at")
+    commit = figure.get("file_commit")  # the commit that holds this very file, or none
     path = figure.get("file_path") or figure["pdf"]
-    where = f"File {path}" + (f" at commit {commit}" if commit else "")
+    where = f"File {path}" + (f" at commit {commit}" if commit else " (no commit holds this version of it)")
     url = None
     if repository_url and figure.get("file_commit"):
         owner, name = github_repository(repository_url)
         url = f"https://github.com/{owner}/{name}/blob/{figure['file_commit']}/{figure['file_path']}"
     key = re.sub(r"[^A-Za-z0-9_]+", "_", f"{citation_key(cff)}_{figure['chapter']}_{figure['name']}")
-    made = f"made by the code at commit {figure['made_at']}" if figure.get("made_at") else ""
+    prov = figure.get("provenance") or ({"git_commit": figure["made_at"]} if figure.get("made_at") else {})
+    made = f"made by the code at commit {code_state(prov, markdown=False, full=True)}" if prov.get("git_commit") else ""
     note = f"{where}; {made}" if url and made else (where if url else made[:1].upper() + made[1:])
     return _bib_entry("misc", key, [
         ("author", " and ".join(_bib_author(a) for a in cff["authors"])),
@@ -403,7 +451,7 @@ def figure_bibtex(cff: dict[str, Any], figure: dict[str, Any], title: str | None
 
 
 def _short(commit: str | None) -> str:
-    return f"`{commit[:7]}`" if commit else "not committed"
+    return f"`{commit[:7]}`" if commit else "none (this version of the file is in no commit)"
 
 
 def cite_page(results_dir: str | Path, notebooks_dir: str | Path | None = None,
@@ -417,8 +465,11 @@ def cite_page(results_dir: str | Path, notebooks_dir: str | Path | None = None,
     """
     from diffusion_study.book.status import chapter_title, toc_files
 
+    from diffusion_study.book.results import code_state
+
     cff = load_cff(cff_path)
     in_book = toc_files(toc)
+    numbers = chapter_numbers(toc)
     source = Path(results_dir).as_posix()
     lines = [
         "(how-to-cite)=",
@@ -455,8 +506,13 @@ def cite_page(results_dir: str | Path, notebooks_dir: str | Path | None = None,
         lines += [f"### {chapter}" + (f": {title}" if title else ""), ""]
         made = rows[0]["made_at"]
         params = rows[0]["params"]
+        if shown and chapter in numbers and notebooks_dir is not None:
+            order = figure_order(Path(notebooks_dir) / f"{chapter}.ipynb")
+            for f in rows:  # Fig. <chapter>.<n>, as the book numbers it
+                if f["label"] in order:
+                    f["number"] = f"{numbers[chapter]}.{order.index(f['label']) + 1}"
         intro = (f"Chapter {{doc}}`/notebooks/{chapter}`" if shown else f"Chapter `{chapter}`") + \
-            (f", executed at commit {_short(made)}" if made else "") + \
+            (f", executed at commit {code_state(rows[0]['provenance'])}" if made else "") + \
             (f" (profile {params['profile']}, seed {params.get('seed', '?')})" if "profile" in params else "") + "."
         lines += [intro, "", "| Figure | Label | File | Commit |", "| --- | --- | --- | --- |"]
         for f in rows:
@@ -553,3 +609,55 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- the bibliography's labels --------------------------------------------------------------
+# The text cites author-year ("Ho et al. (2020)"); the bibliography's default labels are alpha
+# ([HJA20]), which a reader cannot match to them. `setup` makes this module a Sphinx extension
+# (book/_config.yml) that registers the pybtex style "authoryear": unsrt's entries, sorted by
+# author and year, labelled "Ho et al. 2020" (bibtex_default_style in book/_config.yml).
+
+
+def _author_year_label(entry) -> str:
+    persons = entry.persons.get("author") or entry.persons.get("editor") or []
+    if persons:
+        last = " ".join(persons[0].last_names) or str(persons[0])
+        name = last if len(persons) == 1 else f"{last} and {' '.join(persons[1].last_names)}" \
+            if len(persons) == 2 else f"{last} et al."
+    else:
+        name = entry.fields.get("title", entry.key)[:30]
+    from pybtex.richtext import Text
+
+    name = Text.from_latex(name).render_as("text")  # Sz{\'e}kely -> Székely
+    return f"{name} {entry.fields.get('year', 'n.d.')}"
+
+
+def _register_author_year_style() -> None:
+    import pybtex.plugin
+    from pybtex.style.formatting.unsrt import Style as UnsrtStyle
+    from pybtex.style.labels import BaseLabelStyle
+    from pybtex.style.sorting.author_year_title import SortingStyle
+
+    class AuthorYearLabels(BaseLabelStyle):
+        def format_labels(self, sorted_entries):
+            entries = list(sorted_entries)
+            labels = [_author_year_label(entry) for entry in entries]
+            seen: dict[str, int] = {}
+            for label in labels:  # "Song et al. 2021a", "Song et al. 2021b" where two share one
+                seen[label] = seen.get(label, 0) + 1
+                yield label if labels.count(label) == 1 else f"{label}{'abcdefghijklmnopqrstuvwxyz'[seen[label] - 1]}"
+
+    class AuthorYearStyle(UnsrtStyle):
+        default_label_style = AuthorYearLabels
+        default_sorting_style = SortingStyle
+
+    try:
+        pybtex.plugin.find_plugin("pybtex.style.formatting", "authoryear")
+    except pybtex.plugin.PluginNotFound:
+        pybtex.plugin.register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
+
+
+def setup(app):
+    """Sphinx extension: the "authoryear" bibliography style (see above)."""
+    _register_author_year_style()
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

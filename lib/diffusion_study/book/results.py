@@ -108,6 +108,28 @@ def _version() -> str | None:
         return None
 
 
+DIRTY_FILES_KEPT = 20  # provenance keeps the names of at most this many changed files
+
+
+def code_state(prov: dict[str, Any], markdown: bool = True, full: bool = False) -> str:
+    """The one description of the code a result was made with, for every page that states it
+    (the status page, the cite page, the figures' BibTeX): "`448b647`", "`448b647` with
+    uncommitted changes to 3 files" (20 or more: "to 20+ files"), or "no git commit recorded".
+    `markdown=False`: the hash without backquotes (BibTeX); `full`: all 40 digits of it."""
+    commit = prov.get("git_commit")
+    if not commit:
+        return "no git commit recorded"
+    shown = commit if full else commit[:7]
+    short = f"`{shown}`" if markdown else shown
+    if not prov.get("git_dirty"):
+        return short
+    n = len(prov.get("git_dirty_files") or [])
+    if not n:
+        return f"{short} with uncommitted changes"
+    count = f"{n}+" if n >= DIRTY_FILES_KEPT else str(n)
+    return f"{short} with uncommitted changes to {count} file{'s' if count != '1' else ''}"
+
+
 def provenance(wall_time_s: float | None = None) -> dict[str, Any]:
     """Where and with what a result was made: git commit and dirty files, versions, device, time."""
     import numpy
@@ -125,7 +147,7 @@ def provenance(wall_time_s: float | None = None) -> dict[str, Any]:
         "version": _version(),
         "git_commit": commit,
         "git_dirty": bool(dirty_files) if commit else None,
-        "git_dirty_files": dirty_files[:20],
+        "git_dirty_files": dirty_files[:DIRTY_FILES_KEPT],
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
