@@ -127,7 +127,8 @@ def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def broken_save(obj, f):
-        f.write(b"partial")
+        with open(f, "wb") as out:  # atomic_path hands torch.save a path
+            out.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
