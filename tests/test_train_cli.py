@@ -384,3 +384,16 @@ def test_sigterm_to_torchrun_saves_within_10_s_and_resumes_bitwise(tmp_path):
     assert close(weights(tmp_path / "cut"), weights(tmp_path / "straight"), atol=0)
     cut, straight = (load_checkpoint(tmp_path / name / "checkpoint.pt") for name in ("cut", "straight"))
     assert close(cut["ema"], straight["ema"], atol=0) and torch.equal(cut["losses"], straight["losses"])
+
+
+def test_the_readme_training_commands_parse():
+    """The README's training commands use flags the parser accepts (its quick one ends in about a minute)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Train at scale, benchmark")[1].split("\n## ")[0]
+    commands = [c.split("#")[0].replace("\\\n", " ").split() for c in
+                re.findall(r"^python -m diffusion_study\.train (.*?(?:\\\n.*?)*)$", section, flags=re.M)]
+    assert len(commands) == 2
+    for argv in commands:
+        args = cli.parse(argv)
+        assert args.checkpoint_dir.startswith("runs/")
+    assert cli.parse(commands[0]).steps == 30
