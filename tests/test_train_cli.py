@@ -397,3 +397,14 @@ def test_the_readme_training_commands_parse():
         args = cli.parse(argv)
         assert args.checkpoint_dir.startswith("runs/")
     assert cli.parse(commands[0]).steps == 30
+
+
+def test_every_flag_has_help_and_one_default(tmp_path):
+    p = cli.parser()
+    assert all(a.help for a in p._actions), [a.dest for a in p._actions if not a.help]
+    text = " ".join(p.format_help().split())
+    assert "(default: None)" not in text and "when available) (default" not in text
+    assert "--device DEVICE cpu, cuda, or auto: cuda when available (default: auto)" in text
+    (tmp_path / "config.json").write_text('{"lr": 0.1}')
+    with pytest.raises(SystemExit, match=r"only .*--no-progress, --eval-every"):  # the flag's real spelling
+        cli._check_run_dir(tmp_path, {"lr": 0.2}, None, 1)

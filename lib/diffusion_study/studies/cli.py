@@ -70,10 +70,17 @@ RUN_FREE = ("steps", "checkpoint_dir", "checkpoint_every", "compile", "device", 
             "results_dir", "name", "data_root", "reevaluate")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with each flag's default, except None (that flag's help says what happens without it)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m diffusion_study.train", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n")[2],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_Help)
     p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
     p.add_argument("--data-root", default="data", help="folder of MNIST/raw and cifar-10-batches-py")
     p.add_argument("--model", default="ddpm", help=f"one of {', '.join(MODELS)}")
@@ -102,13 +109,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", required=True, help="the run's folder: config, checkpoint, results")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="write checkpoint.pt every this many steps")
     p.add_argument("--log-every", type=int, default=100, help="copy the losses to the host every this many steps")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show a progress bar (--no-progress: none)")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every this many steps (0: never)")
     p.add_argument("--eval-batches", type=int, default=4, help="test batches of a periodic evaluation")
     p.add_argument("--eval-batch-size", type=int, default=256, help="test images per evaluation batch")
     p.add_argument("--eval-pairs", type=int, default=50, help="random pairs per example of the discrete bound if T - 1 exceeds it")
     p.add_argument("--eval-nt", type=int, default=4, help="draws of t per example of the continuous bound")
-    p.add_argument("--eval-examples", type=int, default=None, help="evaluate the first this many test images (default all)")
+    p.add_argument("--eval-examples", type=int, default=None, help="evaluate the first this many test images (default: all)")
     p.add_argument("--reevaluate", action="store_true", help="redo the final evaluation of a finished run")
     p.add_argument("--results-dir", default=None, help="also write the final JSON here, as <name>.json")
     p.add_argument("--name", default=None, help="result name (default: dataset-model-objective-T-seed)")
