@@ -16,9 +16,11 @@ of its T terms drawn per example and scaled by T (`image_study.sampled_bound`, t
 training loss), 'continuous' = the continuous-time bound (NDM's, VDM's for DDPM).
 
 The run lives in --checkpoint-dir: config.json (the settings that define the run), checkpoint.pt
-(train's, written every --checkpoint-every steps and on SIGTERM), eval.jsonl (evaluations every
---eval-every steps) and result.json (final test bits/dim with provenance). Rerunning the same
-command resumes; a larger --steps extends the run; other settings are refused. The global batch
+(train's, written every --checkpoint-every steps and on SIGTERM / SIGINT, exit 143 / 130; it records
+the settings too), eval.jsonl (evaluations every --eval-every steps, one line per step, not repeated
+after a resume) and result.json (final test bits/dim with provenance). Rerunning the same command
+resumes; a larger --steps extends the run; other settings, here or in a copied checkpoint, are refused.
+Every flag is checked, in one line naming it, before anything is written. The global batch
 --batch is split over the ranks (train's draws="global": the run equals a one-process run with
 the same global batch up to float order). The final evaluation is sharded over the ranks
 (`distributed.sharded_bound`) and runs in float32 on the unwrapped EMA model: the discrete bound
