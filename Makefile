@@ -129,6 +129,7 @@ endif
 run: $(STAMP)
 	@test -n "$(NB)" || { echo 'usage: make run NB=01_elbo PARAMS="-p T 4000" [PROFILE=smoke]'; exit 2; }
 	@test -f notebooks/$(NB).ipynb || { echo "no such notebook: notebooks/$(NB).ipynb (see make help)"; exit 2; }
+	@case '$(PARAMS)' in *out_dir*) echo "make run chooses the folder itself (runs/$(NB)-<UTC time>-XXXX/); drop -p out_dir, or run papermill directly (README)"; exit 2;; esac
 	$(PY) -m diffusion_study.book.notebook check --cwd notebooks -p profile $(PROFILE) $(PARAMS) notebooks/$(NB).ipynb && \
 	mkdir -p runs && dir=$$(mktemp -d runs/$(NB)-$$(date -u +%Y%m%dT%H%M%SZ)-XXXX) && \
 	$(VENV)/bin/papermill notebooks/$(NB).ipynb $$dir/$(NB).ipynb --cwd notebooks \

@@ -1,5 +1,6 @@
 """Image loading: the digits split, the pixel mapping, torchvision sets without a network."""
 
+import os
 from urllib.error import URLError
 
 import numpy as np
@@ -190,6 +191,12 @@ def test_cifar10_is_read_from_the_python_batches(monkeypatch, tmp_path):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batches[name] = {"data": rng.integers(0, 256, (2, 3072)).astype(np.uint8), "labels": [1, 7]}
         (folder / name).write_bytes(pickle.dumps(batches[name]))
+    import hashlib
+
+    import diffusion_study.data.images as images
+    with pytest.raises(ValueError, match="data_batch_1: MD5 .* is not the published c99cafc1.*refusing to unpickle"):
+        load_image_dataset("cifar10", root=tmp_path)  # the made-up batches are not the published files
+    monkeypatch.setattr(images, "CIFAR_MD5", {n: hashlib.md5((folder / n).read_bytes()).hexdigest() for n in batches})
     ds = load_image_dataset("cifar10", root=tmp_path)
     assert ds.train.shape == (10, 3, 32, 32) and ds.test.shape == (2, 3, 32, 32)
     assert torch.equal(to_uint(ds.test, 256), torch.from_numpy(batches["test_batch"]["data"]).long().reshape(2, 3, 32, 32))
@@ -197,6 +204,38 @@ def test_cifar10_is_read_from_the_python_batches(monkeypatch, tmp_path):
     (folder / "data_batch_3").unlink()
     with pytest.raises(RuntimeError, match=r"missing \['data_batch_3'\]"):
         load_image_dataset("cifar10", root=tmp_path)
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a crafted data_batch_1 could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_cifar_batch_is_refused_before_it_is_unpickled(tmp_path):
+    import pickle
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "code-ran"
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(ValueError, match="data_batch_1: MD5 [0-9a-f]{32} is not the published .*refusing to unpickle"):
+        load_image_dataset("cifar10", root=tmp_path)
+    assert not marker.exists()  # the payload never ran
+
+
+def test_a_truncated_gzipped_idx_file_names_the_file(tmp_path):
+    from diffusion_study.data.images import read_idx, write_idx
+
+    path = write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(200, dtype=np.uint8))
+    path.write_bytes(path.read_bytes()[:-12])
+    with pytest.raises(ValueError, match=f"{path} is truncated or not a valid gzip file.*fetch it again"):
+        read_idx(path)
 
 
 def test_mnist_pickle_is_checked_and_converted_to_idx(tmp_path):

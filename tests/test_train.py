@@ -127,7 +127,8 @@ def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def broken_save(obj, f):
-        f.write(b"partial")
+        with open(f, "wb") as out:  # atomic_path hands torch.save a path
+            out.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
@@ -525,3 +526,17 @@ def test_a_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, capsys, si
     full = train(small_net(), signalled, DATA, steps=40, batch_size=16, lr=3e-3, progress=False,
                  checkpoint_path=path, checkpoint_every=100)
     assert full.resumed_from == 12
+
+
+def test_the_run_config_travels_with_the_checkpoint_and_names_the_keys_that_differ(tmp_path):
+    from diffusion_study.training.loop import config_differences, config_hash
+
+    path = tmp_path / "ckpt.pt"
+    run(small_net(), steps=4, checkpoint_path=path, run_config={"T": 10, "schedule": {"name": "cosine"}})
+    config = load_checkpoint(path)["config"]
+    assert config["run"]["T"] == 10 and config["run_hash"] == config_hash({"schedule": {"name": "cosine"}, "T": 10})
+    with pytest.raises(ValueError, match=r"differ in \{'run.T': \(10, 20\), 'run.schedule.name': \('cosine', 'linear'\)\}"):
+        run(small_net(), steps=8, checkpoint_path=path, run_config={"T": 20, "schedule": {"name": "linear"}})
+    assert config_differences({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}, "d": 4}) == {"b.c": (2, 3), "d": (None, 4)}
+    assert run(small_net(), steps=8, checkpoint_path=path,
+               run_config={"T": 10, "schedule": {"name": "cosine"}}).resumed_from == 4

@@ -4,13 +4,18 @@ ranks (torchrun, gloo, 2 processes) equal to one process, and the sharded likeli
 import json
 import math
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from diffusion_study.base import rng
 from diffusion_study.nets.models import UNet
 from diffusion_study.studies import cli
@@ -224,3 +229,182 @@ def test_the_cli_trains_chapter_5s_model_on_chapter_5s_loss():
     assert plain.clip is None and isinstance(plain.process.net, UNet)
     with pytest.raises(SystemExit, match="--f-time-scale must be"):
         cli.parse(cli_args("unused", 1, "--f-time-scale", "-1"))
+
+
+# --------------------------------------------------------------------------- issue 22: hardening, second round
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--logsnr-max", "-10", "--logsnr-min", "10"], r"--logsnr-max must exceed --logsnr-min.*got --logsnr-max -10.0"),
+    (["--logsnr-max", "nan"], r"--logsnr-max must be a finite number, got nan"),
+    (["--eval-examples", "-3"], r"--eval-examples must be a positive integer.*got -3"),
+    (["--eval-examples", "0"], r"--eval-examples must be a positive integer.*got 0"),
+    (["--eval-examples", "298"], r"--eval-examples must lie in \[1, 297\].*got 298"),
+    (["--grad-clip", "-1"], r"--grad-clip must be >= 0.*got -1.0"),
+    (["--lr", "1e9"], r"--lr must lie in \(0, 1\].*got 1000000000.0"),
+    (["--batch", "4096"], r"--batch must be at most the 1500 training images of digits.*got 4096"),
+    (["--seed", "-1"], r"--seed must be an integer >= 0, got -1"),
+    (["--device", "tpu"], r"unknown device 'tpu'; valid choices: 'auto', 'cpu', 'cuda'"),
+])
+def test_bad_flags_are_refused_in_one_line_before_anything_is_written(tmp_path, extra, message):
+    folder = tmp_path / "run"
+    with pytest.raises(SystemExit, match=message) as info:
+        cli.main(cli_args(folder, 2, *extra))
+    assert "\n" not in str(info.value) and str(info.value).startswith("error: --") or "unknown" in str(info.value)
+    assert not folder.exists()
+
+
+def test_a_checkpoint_dir_that_is_a_file_or_under_one_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for folder in (tmp_path / "file", tmp_path / "file" / "run"):
+        with pytest.raises(SystemExit, match=f"--checkpoint-dir {folder} cannot hold the run: .*is a file, not a folder"):
+            cli.main(cli_args(folder, 1))
+
+
+def test_steps_below_the_steps_done_is_refused(tmp_path):
+    assert cli.main(cli_args(tmp_path / "run", 2, "--eval-examples", "8")) == 0
+    with pytest.raises(SystemExit, match=r"--steps must be at least the 2 steps already done in .*checkpoint.pt.*got 1"):
+        cli.main(cli_args(tmp_path / "run", 1, "--eval-examples", "8"))
+
+
+def test_a_copied_checkpoint_refuses_another_configuration_naming_the_keys(tmp_path):
+    assert cli.main(cli_args(tmp_path / "run", 2, "--eval-examples", "8")) == 0
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["config"]["run"]["T"] == 10 and len(state["config"]["run_hash"]) == 64
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(tmp_path / "run" / "checkpoint.pt", copy / "checkpoint.pt")
+    for extra, key in ((["--T", "20"], "'T': (10, 20)"), (["--objective", "continuous"], "'objective': ('vlb', 'continuous')"),
+                       (["--no-clip"], "'clip': (True, False)"), (["--schedule", "cosine"], "'schedule': ('logsnr_cosine', 'cosine')")):
+        with pytest.raises(SystemExit, match=f"trained under another configuration; .*differ in .*{re.escape(key)}"):
+            cli.main(cli_args(copy, 4, "--eval-examples", "8", *extra))
+        assert sorted(p.name for p in copy.iterdir()) == ["checkpoint.pt"]  # no config.json claiming the new settings
+    assert cli.main(cli_args(copy, 3, "--eval-examples", "8")) == 0  # its own settings resume
+    assert result(copy)["metrics"]["resumed_from"] == 2
+
+
+def test_a_resume_does_not_repeat_evaluations(tmp_path):
+    """As after a SIGKILL: eval.jsonl holds steps 1-4 but the checkpoint is step 2's; the resumed run does not
+    log steps 3 and 4 again."""
+    run = ["--eval-every", "1", "--eval-batches", "1", "--eval-examples", "8"]
+    assert cli.main(cli_args(tmp_path / "run", 2, *run)) == 0
+    at_2 = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    assert cli.main(cli_args(tmp_path / "run", 4, *run)) == 0
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(at_2)
+    (tmp_path / "run" / "result.json").unlink()
+    with open(tmp_path / "run" / "eval.jsonl", "a") as f:
+        f.write('{"step": 5, "bou')  # a line cut by the kill
+    assert cli.main(cli_args(tmp_path / "run", 4, *run)) == 0
+    assert result(tmp_path / "run")["metrics"]["resumed_from"] == 2
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()[:4]]
+    assert steps == [1, 2, 3, 4]
+
+
+FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, 1.0, -1.0, 1e-4, 1e9]))
+INTS = st.integers(-5, 5000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["--logsnr-max", "--logsnr-min", "--lr", "--ema", "--grad-clip", "--f-time-scale"]),
+                       FLOATS),
+       st.dictionaries(st.sampled_from(["--T", "--steps", "--batch", "--eval-examples", "--eval-every", "--seed",
+                                        "--eval-nt", "--log-every"]), INTS))
+def test_the_parser_accepts_only_valid_settings_and_names_the_flag(floats, ints):
+    argv = ["--checkpoint-dir", "unused"]
+    for flag, value in {**floats, **ints}.items():
+        argv += [f"{flag}={value}"]
+    try:
+        args = cli.parse(argv)
+    except SystemExit as exc:
+        message = str(exc)
+        assert message.startswith("error: --") and "\n" not in message
+        named = set(re.findall(r"--[A-Za-z-]+", message))
+        assert named & {*floats, *ints}  # it names a flag that was given
+        return
+    assert all(math.isfinite(v) for v in (args.logsnr_max, args.logsnr_min, args.lr, args.ema, args.grad_clip))
+    assert args.logsnr_max > args.logsnr_min and 0 < args.lr <= 1 and 0 <= args.ema < 1 and args.grad_clip >= 0
+    assert args.T >= 2 and args.steps >= 1 and args.batch >= 1 and args.eval_every >= 0 and args.seed >= 0
+    assert args.eval_examples is None or args.eval_examples >= 1
+
+
+@pytest.mark.slow
+def test_sigint_saves_and_exits_130_without_a_traceback(tmp_path):
+    folder = tmp_path / "run"
+    cmd = [sys.executable, "-m", "diffusion_study.train", *cli_args(folder, 100000)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(folder / "checkpoint.pt")
+    began = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert time.monotonic() - began < 10
+    assert "Traceback" not in err and "stopped at step" in err and "rerun the same command to resume" in err
+    step = int(err.split("stopped at step ")[1].split(";")[0])
+    assert load_checkpoint(folder / "checkpoint.pt")["step"] == step
+
+
+def wait_for(path, timeout=120):
+    end = time.monotonic() + timeout
+    while not Path(path).exists():
+        assert time.monotonic() < end, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_saves_within_10_s_and_resumes_bitwise(tmp_path):
+    """torchrun, 2 gloo ranks, a checkpoint only at the end and no log point in sight: SIGTERM to torchrun
+    (which SIGKILLs its workers 30 s later) leaves a checkpoint within 10 s, both ranks having stopped after
+    the same step; resumed to 3 more steps it equals a straight 2-rank run bitwise."""
+    far = ["--checkpoint-every", "100000", "--log-every", "100000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "diffusion_study.train", *cli_args(tmp_path / "cut", 100000), *far]
+    log = tmp_path / "log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        end = time.monotonic() + 180
+        while "rank(s) on cpu" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < end, log.read_text()[-3000:]
+            time.sleep(0.1)
+        time.sleep(3)  # a few steps into training
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        wait_for(tmp_path / "cut" / "checkpoint.pt", timeout=10)
+        saved = time.monotonic() - began
+        proc.wait(timeout=40)
+    text = log.read_text()
+    assert saved < 10, text[-3000:]
+    stops = sorted(set(int(part.split(";")[0]) for part in text.split("stopped at step ")[1:]))
+    step = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["step"]
+    assert stops == [step] and step > 0, text[-3000:]  # every rank stopped after the same step
+    torchrun(2, cli_args(tmp_path / "cut", step + 3, *far))
+    torchrun(2, cli_args(tmp_path / "straight", step + 3, *far))
+    assert result(tmp_path / "cut")["metrics"]["resumed_from"] == step
+    assert close(weights(tmp_path / "cut"), weights(tmp_path / "straight"), atol=0)
+    cut, straight = (load_checkpoint(tmp_path / name / "checkpoint.pt") for name in ("cut", "straight"))
+    assert close(cut["ema"], straight["ema"], atol=0) and torch.equal(cut["losses"], straight["losses"])
+
+
+def test_the_readme_training_commands_parse():
+    """The README's training commands use flags the parser accepts (its quick one ends in about a minute)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Train at scale, benchmark")[1].split("\n## ")[0]
+    commands = [c.split("#")[0].replace("\\\n", " ").split() for c in
+                re.findall(r"^python -m diffusion_study\.train (.*?(?:\\\n.*?)*)$", section, flags=re.M)]
+    assert len(commands) == 2
+    for argv in commands:
+        args = cli.parse(argv)
+        assert args.checkpoint_dir.startswith("runs/")
+    assert cli.parse(commands[0]).steps == 30
+
+
+def test_every_flag_has_help_and_one_default(tmp_path):
+    p = cli.parser()
+    assert all(a.help for a in p._actions), [a.dest for a in p._actions if not a.help]
+    text = " ".join(p.format_help().split())
+    assert "(default: None)" not in text and "when available) (default" not in text
+    assert "--device DEVICE cpu, cuda, or auto: cuda when available (default: auto)" in text
+    (tmp_path / "config.json").write_text('{"lr": 0.1}')
+    with pytest.raises(SystemExit, match=r"only .*--no-progress, --eval-every"):  # the flag's real spelling
+        cli._check_run_dir(tmp_path, {"lr": 0.2}, None, 1)

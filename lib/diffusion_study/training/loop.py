@@ -23,8 +23,10 @@ evaluates the image models of chapter 5 (`diffusion_study.studies.cli`).
 
 from __future__ import annotations
 
+import collections
 import copy
 import hashlib
+import json
 import math
 import signal
 import sys
@@ -252,6 +254,24 @@ def loss_identity(loss_fn) -> str:
     return f"{getattr(fn, '__qualname__', type(fn).__name__)}:{h.hexdigest()[:12]}"
 
 
+def config_hash(config: dict) -> str:
+    """SHA-256 of a JSON-able config (keys sorted): equal settings, equal hash."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def config_differences(stored: dict, now: dict, prefix: str = "") -> dict:
+    """{key: (stored, now)} for every key whose values differ, nested dicts by dotted keys ('run.T');
+    the hashes of differing sub-configs are left out (their keys are named instead)."""
+    out = {}
+    for key in sorted(set(stored) | set(now), key=str):
+        a, b = stored.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(config_differences(a, b, f"{prefix}{key}."))
+        elif a != b and not (str(key).endswith("_hash") and isinstance(stored.get(key[:-5]), dict)):
+            out[f"{prefix}{key}"] = (a, b)
+    return out
+
+
 def functools_partial_types():
     import functools
 
@@ -267,7 +287,7 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
           log_every: int = 50, progress: bool = True,
           grad_clip: float | None = None, draws: str = "rank",
           callback: Callable[[int, nn.Module, nn.Module | None], None] | None = None,
-          callback_every: int | None = None) -> TrainResult:
+          callback_every: int | None = None, run_config: dict | None = None) -> TrainResult:
     """Train `model` in place with Adam for `steps` optimizer steps in total.
 
     data: [N, ...], or a tuple of tensors with the same N such as (x, y); each step draws
@@ -281,7 +301,9 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
 
     With `checkpoint_path`, {model, ema, optimizer, step, generator state, losses, config} is
     written atomically every `checkpoint_every` steps and at the end; if the file exists the run
-    resumes from it (its config must match). An interrupted run loses at most the steps since
+    resumes from it (its config must match). `run_config` (JSON-able settings of the caller, such as
+    the command line's model and schedule) is stored in the config with its SHA-256, so a checkpoint
+    copied anywhere refuses to resume under other settings, naming the keys that differ. An interrupted run loses at most the steps since
     the last checkpoint; `steps` is the total, so rerunning the same call finishes the job.
 
     Under torch.distributed (model wrapped in DistributedDataParallel, one process per rank):
@@ -310,8 +332,9 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
     `callback_every` (after that step's checkpoint; e.g. an evaluation, which may be collective);
     the model is put back in train mode after it.
 
-    Under torch.distributed a SIGTERM / SIGINT is acted on at the next log point, where the ranks
-    agree on it (one all_reduce), so that they all save and stop after the same step.
+    Under torch.distributed a SIGTERM / SIGINT is acted on within a step on the CPU, three on CUDA: the
+    ranks vote on it every step (`_StopVote`, an all_reduce read without a host sync of the step under
+    way), so they all save and stop after the same step.
     """
     steps, batch_size = positive_int("steps", steps), positive_int("batch_size", batch_size)
     checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
@@ -344,6 +367,9 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
     config = {"batch_size": batch_size, "lr": float(lr), "ema_decay": ema_decay, "seed": seed,
               "members": members, "data_size": size, "world_size": world,
               "data": data_fingerprint(data), "loss": loss_identity(loss_fn)}
+    if run_config is not None:
+        config["run"] = run_config
+        config["run_hash"] = config_hash(run_config)
     step_loss = loss_fn
     if shared:  # the config of a global-batch run does not depend on the number of ranks
         del config["world_size"]
@@ -362,10 +388,9 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
     if path is not None and path.exists():
         state = load_checkpoint(path)
         if state["config"] != config:
-            differ = {k: (state["config"].get(k), config.get(k)) for k in sorted(set(config) | set(state["config"]))
-                      if state["config"].get(k) != config.get(k)}
             raise ValueError(f"checkpoint {path} belongs to another run; (checkpoint, this run) differ in "
-                             f"{differ}; use another checkpoint_path or the run's own settings")
+                             f"{config_differences(state['config'], config)}; use another checkpoint_path "
+                             "or the run's own settings")
         if not isinstance(state["step"], int) or not 0 <= state["step"] <= steps:
             raise ValueError(f"checkpoint {path} records step {state['step']!r}, not in [0, steps={steps}]")
         net.load_state_dict(state["model"])
@@ -417,6 +442,7 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
     model.train()
     draw_shape = (world * batch_size,) if shared else index_shape
     mine = slice(rank * batch_size, (rank + 1) * batch_size)
+    vote = _StopVote(device) if world > 1 else None
     with _deferred_stop() as stop:
         try:
             for step in range(start, steps):
@@ -429,10 +455,7 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
                 bar.update(1)
                 last = step == steps - 1
                 at_log = (step + 1) % log_every == 0 or last or (path is not None and (step + 1) % checkpoint_every == 0)
-                if world > 1:  # the ranks agree on a signal at log points only (one all_reduce there)
-                    signum = _agreed_signal(stop.signum, device) if at_log else 0
-                else:
-                    signum = stop.signum
+                signum = vote(stop.signum) if vote is not None else stop.signum
                 checkpoint = path is not None and ((step + 1) % checkpoint_every == 0 or last or signum)
                 if on_cpu:  # free here: name the exact step and its batch
                     check(step, pending[-1][None], batch)
@@ -443,23 +466,61 @@ def train(model: nn.Module, loss_fn: LossFn, data: Tensor | tuple[Tensor, ...], 
                 if callback is not None and (step + 1) % callback_every == 0 and not signum:
                     callback(step + 1, net, ema)
                     model.train()
+                if signum and vote is not None:
+                    vote.drain()  # the ranks' outstanding votes, before the save's collective
                 if signum:
                     stop.signum = signum
                     where = f"checkpoint {path}" if path is not None else "no checkpoint_path, nothing saved"
-                    print(f"stopped at step {step + 1}; {where}; rerun the same command to resume",
-                          file=sys.stderr)
-                    raise KeyboardInterrupt if stop.signum == signal.SIGINT else SystemExit(128 + stop.signum)
+                    message = f"stopped at step {step + 1}; {where}; rerun the same command to resume"
+                    print(message, file=sys.stderr)
+                    raise KeyboardInterrupt(message) if stop.signum == signal.SIGINT else SystemExit(128 + stop.signum)
+            if vote is not None:
+                vote.drain()
         finally:
             bar.close()
     return TrainResult(net, ema, _losses(logged, members), steps, start,
                        time.perf_counter() - began)
 
 
-def _agreed_signal(signum: int, device: torch.device) -> int:
-    """The largest signal number any rank has received (0: none): one all_reduce, a host sync."""
-    flag = torch.tensor([signum], dtype=torch.int64, device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return int(flag.item())
+class _StopVote:
+    """The ranks agree, every step, on the largest signal any of them has received, so they all save and stop
+    after the same step, well within torchrun's 30 s between SIGTERM and SIGKILL.
+
+    Each call starts an all_reduce(MAX) of this rank's signal without waiting (async_op) and returns the
+    vote started `lag` steps earlier (0 before that). On CUDA the vote is copied to pinned host memory behind
+    an event, so reading it waits only for that earlier step's work: no sync of the current step (lag 2).
+    On the CPU (gloo) the reduce is done at once (lag 0): a stop costs at most the step under way."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.pending = device, collections.deque()
+        self.lag = 2 if device.type == "cuda" else 0
+        if device.type == "cuda":
+            self.host = [torch.zeros(1, dtype=torch.int64, pin_memory=True) for _ in range(self.lag + 1)]
+        self.calls = 0
+
+    def __call__(self, signum: int) -> int:
+        flag = torch.full((1,), signum, dtype=torch.int64, device=self.device)  # no host-to-device copy
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True)
+        if self.device.type == "cuda":
+            work.wait()  # orders this stream after the reduce; the host does not wait
+            host = self.host[self.calls % len(self.host)]
+            host.copy_(flag, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            self.pending.append((done.synchronize, host))
+        else:
+            self.pending.append((work.wait, flag))
+        self.calls += 1
+        if len(self.pending) <= self.lag:
+            return 0
+        wait, value = self.pending.popleft()
+        wait()
+        return int(value[0])
+
+    def drain(self) -> None:
+        """Wait for the votes still under way (every rank has the same ones)."""
+        while self.pending:
+            self.pending.popleft()[0]()
 
 
 def _non_finite_message(step: int, loss: Tensor, batch, path, good_step) -> str:
