@@ -410,6 +410,7 @@ def _two_rank_worker(rank, port, folder):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # > 5 s (two processes): make test-slow
 def test_two_ranks_draw_their_own_batches_and_resume_bitwise(tmp_path):
     torch.multiprocessing.spawn(_two_rank_worker, args=(free_port(), tmp_path), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
