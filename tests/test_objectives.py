@@ -291,3 +291,14 @@ def test_bits_per_dim_refuses_data_off_the_decoders_grid(make, message):
     with pytest.raises(ValueError, match=r"lie on a 17-level grid: use DiscretizedGaussianDecoder\(17\)"):
         bits_per_dim(model, digits, decoder=DiscretizedGaussianDecoder(256))
     bits_per_dim(model, digits, decoder=DiscretizedGaussianDecoder(17))  # on the grid: accepted
+
+
+def test_chain_log_weights_stay_on_the_inputs_device():
+    """Every tensor of the forward chain lives on x's device (here 'meta', which has no data: a tensor made on
+    the CPU would not mix with it), so the importance-weighted bound runs on an accelerator without copies."""
+    from diffusion_study.core.likelihood import chain_log_weights
+
+    proc = GaussianForward(continuous_schedule("logsnr_cosine"))
+    x = torch.zeros(4, 2, device="meta")
+    out = chain_log_weights(Oracle(lambda z, t: z, proc), x, decoder=GaussianDecoder(), times=proc.schedule.grid(4))
+    assert out.device.type == "meta" and out.shape == (4,)
