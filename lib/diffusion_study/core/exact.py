@@ -34,9 +34,7 @@ class GaussianBound(NamedTuple):
     entropy: float
     diffusion_terms: Tensor
 
-    @property
-    def total(self) -> float:
-        return self.prior + self.diffusion + self.decoder
+    total = property(lambda self: self.prior + self.diffusion + self.decoder, doc="prior + diffusion + decoder")
 
     @property
     def gap(self) -> float:
