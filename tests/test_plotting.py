@@ -181,3 +181,15 @@ def test_each_chapter_shows_its_figures_at_the_page_size(chapter, request):
     too_wide = [(name, px) for name, px in shown if px > MAX_OVERSCALE * SHOWN_WIDTH_PX]
     assert too_wide == [], f"{chapter}: figures wider than {MAX_OVERSCALE} x {SHOWN_WIDTH_PX} px: {too_wide}"
     assert warned == [], f"{chapter}: " + "\n".join(warned)
+
+
+def test_html_table_for_printed_tables():
+    from diffusion_study.book.plotting import html_table
+
+    table = html_table([["linear", 0.123456, 3], ["cos<ine>", 1e-5, 4]], ["schedule", "gap", "T"], caption="gaps")
+    html = table._repr_html_()
+    assert html.startswith('<table class="book-table"><caption>gaps</caption>')
+    assert "<td>0.123</td>" in html and "<td>1e-05</td>" in html and "cos&lt;ine&gt;" in html
+    assert repr(table).splitlines()[0].split() == ["schedule", "gap", "T"]
+    with pytest.raises(ValueError, match="cells for 3 columns"):
+        html_table([[1, 2]], ["a", "b", "c"])
