@@ -135,3 +135,61 @@ def test_save_figure_can_warn_or_refuse(tmp_path):
         save_figure(fig, "wide", tmp_path / "raise", check="raise")
     assert not (tmp_path / "raise").exists()
     plt.close("all")
+
+
+# --- the chapters' figures as the book shows them --------------------------------------------
+
+import base64  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# Chapters whose figures were drawn before the page-size style and are redrawn by their owner.
+NOT_YET_REDRAWN = {"04_ndm_2d", "05_images"}
+
+
+def _shown_figures(chapter: str):
+    """(glue key, PNG width in px) of every figure a chapter shows, and the legibility warnings its
+    executed run printed (save_figure(..., check="warn") in the chapter)."""
+    from PIL import Image
+
+    nb = json.loads((ROOT / "notebooks" / f"{chapter}.ipynb").read_text(encoding="utf-8"))
+    shown, warned = [], []
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            text = out.get("text", "")
+            text = text if isinstance(text, str) else "".join(text)
+            warned += [line for line in text.splitlines() if "FigureLegibilityWarning" in line]
+            for mime, data in out.get("data", {}).items():
+                if mime.endswith("image/png"):
+                    name = (out.get("metadata", {}).get("scrapbook") or {}).get("name", mime)
+                    shown.append((name, Image.open(io.BytesIO(base64.b64decode(data))).size[0]))
+    return shown, warned
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_each_chapter_shows_its_figures_at_the_page_size(chapter, request):
+    """Every figure of the committed (executed) chapter is at most MAX_OVERSCALE times as wide as
+    the page shows it, and the chapter's run reported no legibility problem (too wide, text too
+    small, overlapping tick labels or annotations, legend over data, error bar to zero on a log axis)."""
+    if chapter in NOT_YET_REDRAWN:
+        request.applymarker(pytest.mark.xfail(reason="figures drawn before the page-size style", strict=False))
+    shown, warned = _shown_figures(chapter)
+    assert shown, f"{chapter} shows no figure"
+    too_wide = [(name, px) for name, px in shown if px > MAX_OVERSCALE * SHOWN_WIDTH_PX]
+    assert too_wide == [], f"{chapter}: figures wider than {MAX_OVERSCALE} x {SHOWN_WIDTH_PX} px: {too_wide}"
+    assert warned == [], f"{chapter}: " + "\n".join(warned)
+
+
+def test_html_table_for_printed_tables():
+    from diffusion_study.book.plotting import html_table
+
+    table = html_table([["linear", 0.123456, 3], ["cos<ine>", 1e-5, 4]], ["schedule", "gap", "T"], caption="gaps")
+    html = table._repr_html_()
+    assert html.startswith('<table class="book-table"><caption>gaps</caption>')
+    assert "<td>0.123</td>" in html and "<td>1e-05</td>" in html and "cos&lt;ine&gt;" in html
+    assert repr(table).splitlines()[0].split() == ["schedule", "gap", "T"]
+    with pytest.raises(ValueError, match="cells for 3 columns"):
+        html_table([[1, 2]], ["a", "b", "c"])

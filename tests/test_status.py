@@ -337,7 +337,11 @@ def test_cite_page_command_line(tmp_path):
     done = _run("diffusion_study.book.citation", "cite-page", "--results", "results", "--notebooks", "notebooks",
                 "--toc", "book/_toc.yml", "--out", str(out), env=env)
     assert done.returncode == 0, done.stderr
-    assert out.read_text() == citation.cite_page("results", "notebooks", "book/_toc.yml")
+    assert out.read_text() == citation.cite_page("results", "notebooks", "book/_toc.yml", page_dir=tmp_path)
+    # written to a file, each figure's PDF and PNG are download links, its row the anchor a chapter links
+    pdf = sorted((ROOT / "results").glob("*/*.pdf"))[0]
+    assert f"{{download}}`PDF <{Path(os.path.relpath(pdf, tmp_path)).as_posix()}>`" in out.read_text()
+    assert '<span id="file-fig-schedules"></span>' in out.read_text()
     env["BOOK_REPOSITORY_URL"] = "https://github.com/someone/diffusion_study"
     done = _run("diffusion_study.book.citation", "cite-page", env=env)
     assert done.returncode == 0

@@ -456,8 +456,12 @@ def _short(commit: str | None) -> str:
 
 def cite_page(results_dir: str | Path, notebooks_dir: str | Path | None = None,
               toc: str | Path | None = None, cff_path: str | Path = CFF,
-              repository_url: str | None = None) -> str:
+              repository_url: str | None = None, page_dir: str | Path | None = None) -> str:
     """The "How to cite" page as MyST markdown: the book's BibTeX entry, then every figure.
+
+    With `page_dir` (the folder the page is written to), each figure's PDF and PNG are download
+    links in the book, and each row has the anchor `file-<label>` that a chapter's figure links
+    to (book/_static/figures.js).
 
     A figure of a chapter the book shows (listed in `toc`) is referred to by its number; its
     file is cited at the last commit that holds it unchanged (the result file records the
@@ -519,6 +523,14 @@ def cite_page(results_dir: str | Path, notebooks_dir: str | Path | None = None,
             number = f"{{numref}}`{f['label']}`" if (f["label"] and shown) else "—"
             label = f"`{f['label']}`" if f["label"] else "none"
             files = f"`{f['pdf']}`" + (" (and `.png`)" if f["png"] else "")
+            if page_dir is not None:
+                def rel(path: str) -> str:
+                    return Path(os.path.relpath(Path(path).resolve(), Path(page_dir).resolve())).as_posix()
+
+                files = f"`{f['pdf']}`: {{download}}`PDF <{rel(f['pdf'])}>`" + \
+                    (f", {{download}}`PNG <{rel(f['png'])}>`" if f["png"] else "")
+                if f["label"]:
+                    number = f'<span id="file-{f["label"]}"></span>' + number
             lines.append(f"| {number} | {label} | {files} | {_short(f['file_commit'])} |")
         lines += ["", "```bibtex"]
         lines += [figure_bibtex(cff, f, title, repository_url).rstrip("\n") + "\n" for f in rows]
@@ -585,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "cite-page":
         try:
-            text = cite_page(args.results, args.notebooks, args.toc, args.cff, args.repository_url)
+            text = cite_page(args.results, args.notebooks, args.toc, args.cff, args.repository_url,
+                             page_dir=None if args.out == "-" else Path(args.out).parent)
         except ValueError as err:
             print(f"cite-page: {err}", file=sys.stderr)
             return 2

@@ -293,4 +293,47 @@ def log_errorbar(mean, half_width, floor: float = 1e-12):
 
 
 __all__ = ["DPI", "SHOWN_WIDTH_PX", "CONTENT_WIDTH_IN", "MAX_OVERSCALE", "MIN_TEXT_PX", "FigureLegibilityWarning",
-           "set_style", "figsize", "figure_paths", "save_figure", "legibility_problems", "log_errorbar"]
+           "set_style", "figsize", "figure_paths", "save_figure", "legibility_problems", "log_errorbar",
+           "html_table"]
+
+
+# --- tables ------------------------------------------------------------------------------------
+
+
+def html_table(rows, columns, caption: str | None = None, number_format: str = ".3g"):
+    """A printed table as an HTML table for the page (show it as a cell's last expression or
+    `display` it; its plain-text form is the aligned table a terminal shows): `rows` a list of sequences, `columns` their headers, numbers
+    formatted with `number_format` (text as given). The book's style sheet keeps it inside the
+    column (it scrolls sideways when wider); in a terminal its text form is the plain table."""
+    import html as html_lib
+    import numbers
+
+    def cell(value) -> str:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return format(value, number_format)
+        return str(value)
+
+    body = [[cell(v) for v in row] for row in rows]
+    for row in body:
+        if len(row) != len(columns):
+            raise ValueError(f"a row has {len(row)} cells for {len(columns)} columns: {row}")
+    head = "".join(f"<th>{html_lib.escape(str(c))}</th>" for c in columns)
+    lines = "".join("<tr>" + "".join(f"<td>{html_lib.escape(v)}</td>" for v in row) + "</tr>" for row in body)
+    cap = f"<caption>{html_lib.escape(caption)}</caption>" if caption else ""
+    html = f'<table class="book-table">{cap}<thead><tr>{head}</tr></thead><tbody>{lines}</tbody></table>'
+    widths = [max(len(str(c)), *(len(r[i]) for r in body)) for i, c in enumerate(columns)]
+    text = "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in [[str(c) for c in columns], *body])
+    return _Table(html, text)
+
+
+class _Table:
+    """An HTML table with its plain-text form (what `html_table` returns)."""
+
+    def __init__(self, html: str, text: str):
+        self.html, self.text = html, text
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return self.text
