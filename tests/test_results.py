@@ -204,3 +204,13 @@ def test_committed_results_come_from_committed_code(path):
     root = path.parents[2]
     known = subprocess.run(["git", "-C", str(root), "merge-base", "--is-ancestor", prov["git_commit"], "HEAD"])
     assert known.returncode == 0, f"{path.name}: commit {prov['git_commit'][:7]} is not an ancestor of HEAD"
+
+
+def test_a_book_build_records_the_code_as_it_was_when_the_build_began(monkeypatch):
+    """Chapters executed earlier in the same build rewrite their notebooks and results (outputs, not code):
+    a chapter's provenance reads the state the runner recorded before the first chapter started."""
+    from diffusion_study.book.results import CODE_STATE_ENV, provenance
+
+    monkeypatch.setenv(CODE_STATE_ENV, json.dumps({"commit": "a" * 40, "dirty_files": []}))
+    prov = provenance()
+    assert prov["git_commit"] == "a" * 40 and prov["git_dirty"] is False and prov["git_dirty_files"] == []

@@ -467,9 +467,8 @@ def cite_page(results_dir: str | Path, notebooks_dir: str | Path | None = None,
     file is cited at the last commit that holds it unchanged (the result file records the
     commit of the code that made it, which predates the commit of the figure itself).
     """
-    from diffusion_study.book.status import chapter_title, toc_files
-
     from diffusion_study.book.results import code_state
+    from diffusion_study.book.status import chapter_title, toc_files
 
     cff = load_cff(cff_path)
     in_book = toc_files(toc)

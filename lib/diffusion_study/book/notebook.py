@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import random
 import re
@@ -591,6 +592,10 @@ def main(argv: list[str] | None = None) -> int:
         except ParameterError as exc:
             print(f"error: {exc} ({path.stem}); no notebook was run", file=sys.stderr)
             return 1
+    # every chapter records the code it ran with as the tree was when the build began (results.provenance)
+    from diffusion_study.book.results import CODE_STATE_ENV, git_code_state
+
+    os.environ.setdefault(CODE_STATE_ENV, json.dumps(git_code_state()))
     jobs = positive_int("--jobs", args.jobs)
     if jobs == 1 or len(args.notebooks) == 1:
         return max(_execute_one(path, args.dest, params) for path in args.notebooks)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import re
 import socket
@@ -130,15 +131,31 @@ def code_state(prov: dict[str, Any], markdown: bool = True, full: bool = False) 
     return f"{short} with uncommitted changes to {count} file{'s' if count != '1' else ''}"
 
 
-def provenance(wall_time_s: float | None = None) -> dict[str, Any]:
-    """Where and with what a result was made: git commit and dirty files, versions, device, time."""
-    import numpy
-    import torch
+CODE_STATE_ENV = "DIFFUSION_STUDY_CODE_STATE"  # set by a book build: the tree's state when the build began
 
+
+def git_code_state() -> dict[str, Any]:
+    """{"commit", "dirty_files"} of the working tree now: the commit and the files that differ from it."""
     commit = _git("rev-parse", "HEAD")
     changed = _git("diff", "--name-only", "HEAD")  # tracked files that differ from the commit
     untracked = _git("ls-files", "--others", "--exclude-standard")  # new files git does not ignore
-    dirty_files = sorted(set((changed or "").splitlines() + (untracked or "").splitlines()) - {""})
+    return {"commit": commit,
+            "dirty_files": sorted(set((changed or "").splitlines() + (untracked or "").splitlines()) - {""})}
+
+
+def provenance(wall_time_s: float | None = None) -> dict[str, Any]:
+    """Where and with what a result was made: git commit and dirty files, versions, device, time.
+
+    Inside a book build the commit and dirty files are those of the tree when the build began
+    (`CODE_STATE_ENV`, set by `book.notebook execute`): the chapters executed before this one rewrite
+    their notebooks and results while it runs, which are the build's outputs, not its code."""
+    import json
+
+    import numpy
+    import torch
+
+    state = json.loads(os.environ[CODE_STATE_ENV]) if os.environ.get(CODE_STATE_ENV) else git_code_state()
+    commit, dirty_files = state["commit"], state["dirty_files"]
     if torch.cuda.is_available():
         device = f"cuda ({torch.cuda.get_device_name(0)})"
     else:

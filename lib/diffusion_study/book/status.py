@@ -23,9 +23,9 @@ from pathlib import Path
 
 from diffusion_study.book.results import (
     EMPIRICAL_VERDICTS,
-    code_state,
     IDENTITY_VERDICTS,
     VERDICTS,
+    code_state,
     read_results,
     write_page,
 )
