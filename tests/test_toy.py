@@ -20,6 +20,7 @@ from diffusion_study.studies.toy_grid import (
     GridSpec,
     PairingForward,
     ToyGrid,
+    beats_trivial,
     compare,
     ensemble_forward,
     gaussian_fit_energy,
@@ -31,7 +32,6 @@ from diffusion_study.studies.toy_grid import (
     summarise,
     time_features,
     training_steps,
-    works,
 )
 
 MIX = two_gaussians()
@@ -252,8 +252,8 @@ def test_a_comparison_states_the_smallest_effect_it_could_detect():
 
 
 def test_a_baseline_works_when_it_beats_a_gaussian_fit_by_the_factor():
-    assert works([math.log(0.1)] * 3, trivial_energy=0.3, log_ratio=math.log(2))
-    assert not works([math.log(0.2)] * 3, trivial_energy=0.3, log_ratio=math.log(2))
+    assert beats_trivial([math.log(0.1)] * 3, trivial_energy=0.3, log_ratio=math.log(2))
+    assert not beats_trivial([math.log(0.2)] * 3, trivial_energy=0.3, log_ratio=math.log(2))
     x_train, x_test = toy_split("two_gaussians", 2000, 1000, seed=0)
     gauss = gaussian_fit_energy(x_train, x_test, 500)
     same = gaussian_fit_energy(x_test[:500], x_test[500:], 500)  # a Gaussian fit to held-out data: no better

@@ -607,7 +607,7 @@ def compare(a, b, threshold: float, level: float = 0.95) -> dict:
             "estimate": verdicts.welch_estimate(a, b)}
 
 
-def works(log_energy: list[float], trivial_energy: float, log_ratio: float) -> bool:
+def beats_trivial(log_energy: list[float], trivial_energy: float, log_ratio: float) -> bool:
     """A baseline works when its mean energy distance is at least the factor exp(log_ratio) below a trivial
     model's, `gaussian_fit_energy` (chapter 2, K1: a claim "X fails where Y works" needs a Y that works)."""
     return float(np.mean(log_energy)) <= math.log(trivial_energy) - log_ratio
