@@ -327,24 +327,10 @@ def figure_order(notebook: str | Path) -> list[str]:
 
 def chapter_numbers(toc: str | Path | None) -> dict[str, int]:
     """Chapter (notebook stem) -> its number in the book: the order of the notebooks in `toc`."""
-    if toc is None:
-        return {}
-    import yaml
+    from diffusion_study.book.status import toc_entries
 
-    found: list[str] = []
-
-    def walk(node) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("file"), str) and node["file"].startswith("notebooks/"):
-                found.append(Path(node["file"]).stem)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(yaml.safe_load(Path(toc).read_text(encoding="utf-8")))
-    return {chapter: i + 1 for i, chapter in enumerate(found)}
+    chapters = [Path(page).name for page in toc_entries(toc) if page.startswith("notebooks/")]
+    return {chapter: i + 1 for i, chapter in enumerate(chapters)}
 
 
 def _git(cwd: Path, *args: str) -> str | None:

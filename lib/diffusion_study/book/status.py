@@ -49,19 +49,19 @@ def chapter_status(record: dict) -> str:
     return "pass" if all(check_passed(c["verdict"]) for c in claims.values()) else "fail"
 
 
-def toc_files(toc: str | Path | None) -> set[str]:
-    """Every `file:` of a Jupyter Book table of contents (its `root` included), without suffix."""
+def toc_entries(toc: str | Path | None) -> list[str]:
+    """Every page of a Jupyter Book table of contents (`root` and each `file:`) in reading order, without suffix."""
     if toc is None:
-        return set()
+        return []
     import yaml
 
-    found: set[str] = set()
+    found: list[str] = []
 
     def walk(node) -> None:
         if isinstance(node, dict):
-            for key in ("file", "root"):
+            for key in ("root", "file"):
                 if isinstance(node.get(key), str):
-                    found.add(str(Path(node[key]).with_suffix("")))
+                    found.append(str(Path(node[key]).with_suffix("")))
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -70,6 +70,11 @@ def toc_files(toc: str | Path | None) -> set[str]:
 
     walk(yaml.safe_load(Path(toc).read_text(encoding="utf-8")))
     return found
+
+
+def toc_files(toc: str | Path | None) -> set[str]:
+    """Every `file:` of a Jupyter Book table of contents (its `root` included), without suffix."""
+    return set(toc_entries(toc))
 
 
 def chapter_title(notebook: str | Path) -> str | None:
