@@ -129,9 +129,10 @@ class CategoricalMixture:
 
     def _joint(self, k: Tensor) -> Tensor:
         """log w_k + log p_k(x_n): [N, K]."""
-        D = k.shape[1]
-        per = self.log_probs[:, torch.arange(D)[None, :], k]  # [K, N, D]
-        return (per.sum(-1) + self.log_weights[:, None]).T
+        D, rows = k.shape[1], max(1, 2**24 // (len(self.log_weights) * k.shape[1]))  # chunks of ~16M entries
+        pixel = torch.arange(D)[None, :]
+        per = torch.cat([self.log_probs[:, pixel, c].sum(-1) for c in k.split(rows)], 1)  # [K, N]
+        return (per + self.log_weights[:, None]).T
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log P(x) in nats per image, x integer levels [N, *event]; [N] float64."""
