@@ -8,6 +8,8 @@ A chapter ends with one `write_result(out_dir, name, params, metrics, claims)`; 
 `claims` maps a claim id from the ledger (e.g. "L1") to a verdict record:
 
     {"verdict": "supported" | "not supported" | "mixed"            (empirical: could have come out either way)
+              | "inadequate model"                                 (empirical, not judged: the models did not beat
+                                                                      the chapter's baselines, `eval.adequacy`)
               | "verified identity" | "identity fails",             (a theorem checked against the library's
                                                                       own formulas: it can find a bug, not a wrong paper)
      "evidence": "fig-...",        # a figure/table label in the book (or a section label)
@@ -29,7 +31,7 @@ from typing import Any
 
 from diffusion_study.base.io import write_text_atomic
 
-EMPIRICAL_VERDICTS = ("supported", "not supported", "mixed")
+EMPIRICAL_VERDICTS = ("supported", "not supported", "mixed", "inadequate model")  # the last: eval.adequacy.INADEQUATE
 IDENTITY_VERDICTS = ("verified identity", "identity fails")
 VERDICTS = EMPIRICAL_VERDICTS + IDENTITY_VERDICTS
 CLAIM_FIELDS = ("verdict", "evidence", "effect", "conditions")
