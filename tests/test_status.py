@@ -39,7 +39,7 @@ def _run(*args: str, env=None, cwd=ROOT) -> subprocess.CompletedProcess:
 
 def test_every_verdict_but_a_failed_identity_passes():
     assert {v: status.check_passed(v) for v in VERDICTS} == {
-        "supported": True, "not supported": True, "mixed": True,
+        "supported": True, "not supported": True, "mixed": True, "inadequate model": True,
         "verified identity": True, "identity fails": False}
     with pytest.raises(ValueError, match="unknown verdict"):
         status.check_passed("passed")
