@@ -109,3 +109,16 @@ def load_model(record: dict[str, Any]):
     model, _, _ = build(record["config"])
     model.load_state_dict(store.load(record))
     return model.eval()
+
+
+def stored(store_dir: str | Path = STORE) -> list[dict[str, Any]]:
+    """One row per stored model, for the chapter: name, kind, T, steps, bits/dim, and what made it (command,
+    commit it started from, machine, date, wall time)."""
+    rows = []
+    for r in store.records(store_dir):
+        c, p = r["config"], r["provenance"]
+        rows.append({"name": r["name"], "kind": c["kind"], "T": c["T"], "steps": c["steps"], "base": c["base"],
+                     "batch_size": c["batch_size"], "bits_per_dim": r["results"]["bits_per_dim"],
+                     "command": p["command"], "commit": (p.get("commit_at_start") or p["commit"] or "?")[:10],
+                     "machine": p["machine"], "created": p["created"], "hours": p["wall_time_s"] / 3600})
+    return rows
