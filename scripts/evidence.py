@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="runs/evidence", help="checkpoints between slices (not committed)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--list", action="store_true", help="list the configs, stored or not, and exit")
+    p.add_argument("--only", default=None, help="only the configs whose name contains this text")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "python scripts/evidence.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
@@ -41,6 +42,8 @@ def main(argv=None) -> int:
         return 0
     began = time.perf_counter()
     for config in evidence.CONFIGS:
+        if args.only is not None and args.only not in evidence.name_of(config):
+            continue
         while True:
             if args.budget_seconds is not None and time.perf_counter() - began > args.budget_seconds:
                 print("budget spent; rerun the same command to go on")
