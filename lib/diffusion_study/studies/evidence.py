@@ -86,21 +86,27 @@ def run_slice(config: dict[str, Any], store_dir: str | Path = STORE, work: str |
     progress_path = work / f"{name}.progress.json"
     progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"steps": 0, "seconds": 0.0}
     progress.setdefault("commit_at_start", store.provenance(steps=0, wall_time_s=0.0)["commit"])
-    rate = progress["steps"] / progress["seconds"] if progress["seconds"] > 0 else None  # steps per second so far
-    chunk = 5 if rate is None else max(1, math.floor(slice_seconds * rate))
+    # slices are sized from the steps per second measured so far, growing at most 4x a slice (a short first
+    # probe on a loaded machine would otherwise size the next slice from a rate it cannot keep)
+    rate = progress["steps"] / progress["seconds"] if progress["seconds"] > 0 else None
+    last = progress.get("last_chunk", 5)
+    chunk = 5 if rate is None else max(1, min(4 * last, math.floor(slice_seconds * rate)))
     target = min(config["steps"], progress["steps"] + chunk)
     model, schedule, data = build(config)
     loss = ndm_images.bound_loss(schedule.grid(config["T"]), DiscretizedGaussianDecoder(data.levels))
     res = train(model, loss, data.train, steps=target, batch_size=config["batch_size"], lr=config["lr"],
                 ema_decay=config["ema_decay"], seed=config["seed"], checkpoint_path=work / f"{name}.pt",
                 checkpoint_every=max(1, min(1000, config["steps"] // 20)), progress=False)
-    progress.update(steps=target, seconds=progress["seconds"] + res.seconds, slices=progress.get("slices", 0) + 1)
+    untimed = max(0, res.resumed_from - progress["steps"])  # steps of an interrupted slice, resumed from its checkpoint
+    progress.update(steps=target, seconds=progress["seconds"] + res.seconds, slices=progress.get("slices", 0) + 1,
+                    last_chunk=target - progress["steps"], untimed_steps=progress.get("untimed_steps", 0) + untimed)
     progress_path.write_text(json.dumps(progress))
     if target < config["steps"]:
         return {"name": name, "done": False, "steps": target, "seconds": progress["seconds"]}
     results = evaluate(res.ema, config, schedule, data)
     prov = store.provenance(steps=target, wall_time_s=progress["seconds"], command=command)
-    prov.update(commit_at_start=progress["commit_at_start"], slices=progress["slices"])  # the code that trained it
+    prov.update(commit_at_start=progress["commit_at_start"], slices=progress["slices"],  # the code that trained it
+                untimed_steps=progress["untimed_steps"])  # steps whose slice was interrupted: not in wall_time_s
     store.save(store_dir, name, res.ema.state_dict(), config, results=results, provenance=prov)
     return {"name": name, "done": True, "steps": target, "seconds": progress["seconds"]}
 
