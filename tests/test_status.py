@@ -318,7 +318,7 @@ def test_one_provenance_on_the_status_page_the_cite_page_and_the_bibtex():
     bench = ROOT / "bench" / "results" / "summary.json"
     if bench.exists():  # the appendix's run, in the same words, and whether the chapters share it
         prov = json.loads(bench.read_text())["provenance"]
-        assert f"## Benchmarks (the appendix)" in page and f"at commit {code_state(prov)}" in page
+        assert "## Benchmarks (the appendix)" in page and f"at commit {code_state(prov)}" in page
         if prov["git_commit"] not in {r["provenance"]["git_commit"] for r in records}:
             assert "not a commit any chapter above was executed at" in page
     assert citation.figure_order(ROOT / "notebooks" / "01_elbo.ipynb")[0] == "fig-schedules"

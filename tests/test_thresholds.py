@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 from diffusion_study.book.ledger import load_claims
-from diffusion_study.book.thresholds import changed_with_results, load_thresholds, read_thresholds
+from diffusion_study.book.thresholds import (
+    changed_with_results,
+    load_thresholds,
+    read_thresholds,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")

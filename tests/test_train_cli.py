@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from diffusion_study.base import rng
 from diffusion_study.nets.models import UNet
 from diffusion_study.studies import cli
 from diffusion_study.training.distributed import shard_draws, sharded_bound
 from diffusion_study.training.loop import load_checkpoint, train
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--base", "8", "--mults", "1,2", "--batch", "8", "--T", "10",

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from diffusion_study.eval import verdicts as v
 
-
 # --- one part: an interval against its margins -----------------------------------------------
 
 

@@ -31,7 +31,9 @@ from diffusion_study.base.args import choose, positive_int
 from diffusion_study.core import ode
 from diffusion_study.core.events import event_dims_of, sum_event
 from diffusion_study.core.objectives import VLBTerms, refuse_noise_free, simple_loss
-from diffusion_study.core.ode import log_snr_grid  # chapter 4 calls continuous_time.log_snr_grid
+from diffusion_study.core.ode import (
+    log_snr_grid,  # chapter 4 calls continuous_time.log_snr_grid
+)
 from diffusion_study.core.processes import ForwardProcess
 from diffusion_study.core.schedules import coefficient
 from diffusion_study.core.sde import (  # noqa: F401  (re-exported: continuous_time.X keeps working)

@@ -61,7 +61,13 @@ from diffusion_study.studies.ndm_images import (
     unets,
 )
 from diffusion_study.training import distributed
-from diffusion_study.training.loop import DRAWS, config_differences, load_checkpoint, state_digest, train
+from diffusion_study.training.loop import (
+    DRAWS,
+    config_differences,
+    load_checkpoint,
+    state_digest,
+    train,
+)
 
 MODELS = ("ddpm", "ndm")
 PRECISIONS = ("fp32", "bf16")

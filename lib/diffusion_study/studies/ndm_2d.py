@@ -126,3 +126,51 @@ class TransformTrace:
             self.records.append((self.calls, norm, spread))
         self.calls += 1
         return self.loss_fn(model, batch, generator)
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines and the adequacy gate (issue 20): the structure a model's samples must show
+# ---------------------------------------------------------------------------------------------
+
+STRUCTURE = {  # data set -> (what the structure metric measures, higher is better?)
+    "checkerboard": ("share of samples on the board's occupied squares", True),
+    "two_moons": ("share of samples within 3 jitter std of a moon", True),
+    "two_gaussians": ("NLL of samples under the true density (nats)", False),
+}
+
+
+def structure(name: str, samples: Tensor) -> Tensor:
+    """The structure metric of `STRUCTURE[name]` for samples [*batch, N, 2]: [*batch] float64. Checkerboard:
+    `eval.baselines.checkerboard_mass`; two moons: the two shares of `eval.baselines.moons_mass` summed; two
+    Gaussians: -E log p(x) under `toy2d.two_gaussians()`'s exact density."""
+    from diffusion_study.data.toy2d import two_gaussians
+    from diffusion_study.eval import baselines
+
+    choose("data set", name, tuple(STRUCTURE))
+    x = samples.detach().cpu().double()
+    if name == "checkerboard":
+        return torch.as_tensor(baselines.checkerboard_mass(x), dtype=torch.float64)
+    if name == "two_moons":
+        upper, lower = baselines.moons_mass(x)
+        return torch.as_tensor(upper, dtype=torch.float64) + torch.as_tensor(lower, dtype=torch.float64)
+    mixture = two_gaussians()
+    logp = mixture.log_prob(x.reshape(-1, 2)).reshape(x.shape[:-1])
+    return -logp.mean(-1)
+
+
+def gaussian_samples(train: Tensor, n: int, seed: int = 0) -> Tensor:
+    """n samples [G, n, 2] of the moment-matched Gaussian of each member's training points, train [N, G, 2]
+    (the ensemble's layout; `eval.baselines.GaussianFit`), from one torch.Generator seeded with `seed`."""
+    from diffusion_study.eval.baselines import GaussianFit
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([GaussianFit.fit(train[:, m].cpu()).sample(n, g) for m in range(train.shape[1])])
+
+
+def gaussian_nll(train: Tensor, test: Tensor) -> Tensor:
+    """Mean NLL (nats per point) of each member's test points [G, M, 2] under the Gaussian with the mean and
+    covariance of its training points [N, G, 2]: the likelihood a model must beat; [G] float64."""
+    from diffusion_study.eval.baselines import GaussianFit
+
+    return torch.stack([-GaussianFit.fit(train[:, m].cpu()).log_prob(test[m].cpu()).mean()
+                        for m in range(train.shape[1])])

@@ -15,7 +15,10 @@
   steps (matched compute) with their wall times.
 - measures of images, [*batch] per image: `ink_mass`, `contrast`, `stroke_width`; `transform_measures`
   compares them on F(x, t) and x over t (claim N5).
-- `matched_steps`: NDM's optimizer steps at DDPM's wall time, given a cost ratio per step.
+- `matched_steps`: NDM's optimizer steps at DDPM's wall time, given a cost ratio per step (the chapter matches
+  wall time in the run itself instead: `fit(match_seconds=...)`).
+- `image_baselines`: the per-pixel histogram and the mixture of categoricals on the same test images, in
+  the bound's bits/dim (the adequacy gate's baselines, `eval.adequacy`).
 - `final_sample`: the decoder's output at the end of an ancestral chain, on the pixel grid.
 - `gpu_results`: the chapter's GPU result files, when a GPU run has made them.
 
@@ -25,11 +28,8 @@ Shapes: images x: [B, C, H, W] in [-1, 1]; times float64, 0-dim or [B]; per-exam
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -45,9 +45,10 @@ from diffusion_study.core.processes import GaussianForward, NeuralForward
 from diffusion_study.core.samplers import ddpm_sample
 from diffusion_study.core.schedules import coefficient
 from diffusion_study.data.images import from_uint, to_uint
+from diffusion_study.eval import baselines as _baselines
 from diffusion_study.nets import transforms
 from diffusion_study.nets.models import UNet, count_parameters
-from diffusion_study.training.loop import train
+from diffusion_study.studies import fitting
 
 KINDS = ("ddpm", "ndm")
 
@@ -211,41 +212,14 @@ def training_loss(objective: str, decoder, times: Tensor | None = None):
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class Fit:
-    """EMA models after `marks` optimizer steps (snapshots), the wall time of training up to each mark, and the
-    parameter counts. models[m] is in eval mode; seconds[m] counts only the steps up to m."""
-
-    models: dict[int, Denoiser] = field(default_factory=dict)
-    seconds: dict[int, float] = field(default_factory=dict)
-    parameters: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def steps(self) -> int:
-        return max(self.models)
-
-    @property
-    def final(self) -> Denoiser:
-        return self.models[self.steps]
+Fit = fitting.Fit
 
 
-def fit(model: Denoiser, loss_fn, data: Tensor, steps: int, *, batch_size: int, lr: float, ema_decay: float,
-        seed: int, snapshots=()) -> Fit:
-    """Train `model` (in place) for `steps` Adam steps with `train.train`; keep the EMA model at every step count
-    in `snapshots` (each < steps) and at `steps`. The run is resumed from a checkpoint between marks, so the
-    snapshot is the same run stopped early: its wall time is the time up to it."""
-    steps = positive_int("steps", steps)
-    marks = sorted({int(m) for m in snapshots if 0 < int(m) < steps} | {steps})
-    out = Fit(parameters=parameter_counts(model))
-    total = 0.0
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "run.pt"
-        for mark in marks:
-            res = train(model, loss_fn, data, steps=mark, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
-                        seed=seed, checkpoint_path=ckpt, checkpoint_every=steps, progress=False)
-            total += res.seconds
-            out.models[mark] = copy.deepcopy(res.ema).eval()
-            out.seconds[mark] = total
+def fit(model: Denoiser, loss_fn, data: Tensor, steps: int, **kwargs) -> Fit:
+    """`fitting.fit` (snapshots, matched wall time: keyword arguments as there) with x_hat's and F's parameter
+    counts (`parameter_counts`) in `Fit.parameters`."""
+    out = fitting.fit(model, loss_fn, data, steps, **kwargs)
+    out.parameters = parameter_counts(model)
     return out
 
 
@@ -354,6 +328,19 @@ def gpu_results(directory: str | Path) -> list[dict]:
             record["path"] = path.name
             records.append(record)
     return records
+
+
+def image_baselines(train: Tensor, test: Tensor, levels: int, *, components: int = 10, seed: int = 0,
+                    iterations: int = 100) -> dict[str, float]:
+    """Bits/dim of the test images [M, C, H, W] in [-1, 1] under two models fitted to the training images: every
+    pixel independent (`eval.baselines.histogram_bits`, Laplace-smoothed) and a mixture of `components` products
+    of per-pixel categoricals (`eval.baselines.CategoricalMixture`, EM, seeded). Both are exact probability
+    masses on the `levels` pixel values, the values the discretised decoder bins onto: the same bits/dim as the
+    models' bounds. {name: bits/dim}."""
+    tr, te = to_uint(train.detach().cpu(), levels), to_uint(test.detach().cpu(), levels)
+    mixture = _baselines.CategoricalMixture.fit(tr, levels, components, iterations=iterations, seed=seed)
+    return {"per-pixel histogram": _baselines.histogram_bits(tr, te, levels),
+            f"mixture of {components} categoricals": mixture.bits(te)}
 
 
 def bits(nats: Tensor, dims: int) -> Tensor:

@@ -1,0 +1,133 @@
+"""The evidence tier: chapter 5's models trained far beyond the CI budget, in resumable slices, kept in the
+store (`training.store`, artifacts/05_images/) with their bits/dim and provenance.
+
+- `digits_config(kind, T, steps, ...)`: the config of one stored model (its hash names it in the store).
+- `build(config)`: the untrained model and the data of a config (the same `ndm_images.image_model` as the
+  chapter's).
+- `evaluate(model, config)`: the test bits/dim on the config's bound, with a fixed generator (reproducible).
+- `run_slice(config, store, work)`: train for about `slice_seconds` more (resuming from work/<hash>.pt), and,
+  when the config's steps are done, evaluate and store the EMA model; a rerun resumes, a done config is skipped.
+
+`scripts/evidence.py` (`make evidence`) runs every config of `CONFIGS` slice by slice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffusion_study.core.likelihood import bits_per_dim
+from diffusion_study.core.objectives import DiscretizedGaussianDecoder
+from diffusion_study.core.schedules import continuous_schedule
+from diffusion_study.data.images import load_image_dataset
+from diffusion_study.studies import ndm_images
+from diffusion_study.training import store
+from diffusion_study.training.loop import train
+
+STORE = Path(__file__).resolve().parents[3] / "artifacts" / "05_images"
+EVAL_SEED = 12345  # the evaluation's generator: the stored bits/dim is reproducible from the weights
+
+
+def digits_config(kind: str, T: int, steps: int, *, base: int = 16, mults=(1, 2), batch_size: int = 64,
+                  lr: float = 2e-3, ema_decay: float = 0.999, seed: int = 0, logsnr_max: float = 5.0,
+                  logsnr_min: float = -10.0, n_terms: int = 4) -> dict[str, Any]:
+    """One stored model of chapter 5 on the digits: DDPM or NDM (`kind`) trained on the T-step bound."""
+    return {"chapter": "05_images", "dataset": "digits", "kind": kind, "T": int(T), "steps": int(steps),
+            "base": int(base), "mults": list(mults), "batch_size": int(batch_size), "lr": float(lr),
+            "ema_decay": float(ema_decay), "seed": int(seed), "schedule": "logsnr_cosine",
+            "logsnr_max": float(logsnr_max), "logsnr_min": float(logsnr_min),
+            "eval": {"split": "test", "n_terms": None if T <= 16 else int(n_terms), "seed": EVAL_SEED}}
+
+
+# The store's configurations: a pilot pair (DDPM and NDM on the 1000-step bound, 4000 steps: minutes for DDPM,
+# about four times that for NDM, on one free core), then DDPM and NDM on the few-step and the 1000-step bound,
+# far beyond the cpu profile
+CONFIGS = ([digits_config(kind, 1000, 4000) for kind in ("ddpm", "ndm")]
+           + [digits_config(kind, T, 20000) for T in (10, 1000) for kind in ("ddpm", "ndm")])
+
+
+def name_of(config: dict[str, Any]) -> str:
+    return f"{config['dataset']}-{config['kind']}-T{config['T']}-{config['steps']}steps-{store.config_hash(config)}"
+
+
+def build(config: dict[str, Any]):
+    """(model, schedule, data) of a config: the chapter's `image_model`, its schedule and the image data set."""
+    data = load_image_dataset(config["dataset"])
+    schedule = continuous_schedule(config["schedule"], logsnr_max=config["logsnr_max"], logsnr_min=config["logsnr_min"])
+    model = ndm_images.image_model(config["kind"], schedule, base=config["base"], mults=tuple(config["mults"]),
+                                   data_std=float(data.train.std()), seed=config["seed"])
+    return model, schedule, data
+
+
+@torch.no_grad()
+def evaluate(model, config: dict[str, Any], schedule=None, data=None) -> dict[str, float]:
+    """Test bits/dim of `model` on the config's T-step bound (all terms when eval.n_terms is None, else that many
+    drawn per image), generator seeded with eval.seed: {"bits_per_dim", "prior", "diffusion", "decoder"}."""
+    if schedule is None or data is None:
+        _, schedule, data = build(config)
+    ev = config["eval"]
+    res = bits_per_dim(model.eval(), data.test, decoder=DiscretizedGaussianDecoder(data.levels),
+                       times=schedule.grid(config["T"]), n_timesteps=ev["n_terms"],
+                       generator=torch.Generator().manual_seed(ev["seed"]))
+    return {"bits_per_dim": float(res.mean), **{k: float(v) for k, v in res.terms.items()}}
+
+
+def run_slice(config: dict[str, Any], store_dir: str | Path = STORE, work: str | Path = "runs/evidence", *,
+              slice_seconds: float = 600.0, command: str | None = None) -> dict[str, Any]:
+    """Train `config` for about `slice_seconds` more, resuming from work/<hash>.pt; when its steps are done,
+    evaluate and store the EMA model. Returns {"name", "done", "steps", "seconds"}; a stored config is skipped."""
+    name = name_of(config)
+    if store.find(store_dir, config) is not None:
+        return {"name": name, "done": True, "steps": config["steps"], "seconds": None}
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    progress_path = work / f"{name}.progress.json"
+    progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"steps": 0, "seconds": 0.0}
+    progress.setdefault("commit_at_start", store.provenance(steps=0, wall_time_s=0.0)["commit"])
+    # slices are sized from the steps per second measured so far, growing at most 4x a slice (a short first
+    # probe on a loaded machine would otherwise size the next slice from a rate it cannot keep)
+    rate = progress["steps"] / progress["seconds"] if progress["seconds"] > 0 else None
+    last = progress.get("last_chunk", 5)
+    chunk = 5 if rate is None else max(1, min(4 * last, math.floor(slice_seconds * rate)))
+    target = min(config["steps"], progress["steps"] + chunk)
+    model, schedule, data = build(config)
+    loss = ndm_images.bound_loss(schedule.grid(config["T"]), DiscretizedGaussianDecoder(data.levels))
+    res = train(model, loss, data.train, steps=target, batch_size=config["batch_size"], lr=config["lr"],
+                ema_decay=config["ema_decay"], seed=config["seed"], checkpoint_path=work / f"{name}.pt",
+                checkpoint_every=max(1, min(1000, config["steps"] // 20)), progress=False)
+    untimed = max(0, res.resumed_from - progress["steps"])  # steps of an interrupted slice, resumed from its checkpoint
+    progress.update(steps=target, seconds=progress["seconds"] + res.seconds, slices=progress.get("slices", 0) + 1,
+                    last_chunk=target - progress["steps"], untimed_steps=progress.get("untimed_steps", 0) + untimed)
+    progress_path.write_text(json.dumps(progress))
+    if target < config["steps"]:
+        return {"name": name, "done": False, "steps": target, "seconds": progress["seconds"]}
+    results = evaluate(res.ema, config, schedule, data)
+    prov = store.provenance(steps=target, wall_time_s=progress["seconds"], command=command)
+    prov.update(commit_at_start=progress["commit_at_start"], slices=progress["slices"],  # the code that trained it
+                untimed_steps=progress["untimed_steps"])  # steps whose slice was interrupted: not in wall_time_s
+    store.save(store_dir, name, res.ema.state_dict(), config, results=results, provenance=prov)
+    return {"name": name, "done": True, "steps": target, "seconds": progress["seconds"]}
+
+
+def load_model(record: dict[str, Any]):
+    """The stored EMA model of a record (weights checked against their sha256)."""
+    model, _, _ = build(record["config"])
+    model.load_state_dict(store.load(record))
+    return model.eval()
+
+
+def stored(store_dir: str | Path = STORE) -> list[dict[str, Any]]:
+    """One row per stored model, for the chapter: name, kind, T, steps, bits/dim, and what made it (command,
+    commit it started from, machine, date, wall time)."""
+    rows = []
+    for r in store.records(store_dir):
+        c, p = r["config"], r["provenance"]
+        rows.append({"name": r["name"], "kind": c["kind"], "T": c["T"], "steps": c["steps"], "base": c["base"],
+                     "batch_size": c["batch_size"], "bits_per_dim": r["results"]["bits_per_dim"],
+                     "command": p["command"], "commit": (p.get("commit_at_start") or p["commit"] or "?")[:10],
+                     "machine": p["machine"], "created": p["created"], "hours": p["wall_time_s"] / 3600})
+    return rows
