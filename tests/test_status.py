@@ -22,7 +22,12 @@ import yaml
 from diffusion_study.book import citation, status
 from diffusion_study.book.ledger import build_ledger
 from diffusion_study.book.notebook import paste_plain_text
-from diffusion_study.book.results import VERDICTS, read_results, write_result
+from diffusion_study.book.results import (
+    EMPIRICAL_VERDICTS,
+    VERDICTS,
+    read_results,
+    write_result,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOC = ROOT / "book" / "_toc.yml"
@@ -119,9 +124,9 @@ def test_landing_page_summary_counts_every_verdict_of_the_committed_results():
     for record in records:
         for claim in record["claims"].values():
             counts[claim["verdict"]] += 1
-    empirical = counts["supported"] + counts["not supported"] + counts["mixed"]
+    empirical = sum(counts[v] for v in EMPIRICAL_VERDICTS)
     assert f"tests {empirical} empirical claims" in text
-    for verdict in ("supported", "not supported", "mixed"):
+    for verdict in ("supported", "contradicted", "inconclusive", "mixed", "inadequate model"):
         assert f"**{counts[verdict]} {verdict}**" in text
     assert f"{counts['verified identity']} are verified and {counts['identity fails']} fail" in text
     assert "ch. 1: " in text and text.startswith("<!--") and "```{div} result-summary" in text
