@@ -302,7 +302,7 @@ def strip_volatile_metadata(path: str | Path) -> list[str]:
             for k in _VOLATILE_CELL_KEYS:
                 cell.metadata.pop(k, None)
         text = nbformat.writes(nb)
-        _write_atomic(path, text if text.endswith("\n") else text + "\n")
+        write_text_atomic(path, text if text.endswith("\n") else text + "\n")
     return removed
 
 
@@ -336,14 +336,8 @@ def tag_for_reading(path: str | Path) -> int:
             changed += 1
     if changed:
         text = nbformat.writes(nb)
-        _write_atomic(path, text if text.endswith("\n") else text + "\n")
+        write_text_atomic(path, text if text.endswith("\n") else text + "\n")
     return changed
-
-
-def _write_atomic(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a uniquely named temporary file beside it and os.replace: a reader
-    (the book build) never sees half a notebook, and two writers never share a temporary file."""
-    write_text_atomic(path, text)
 
 
 # ----------------------------------------------------------------------------- execution
@@ -432,8 +426,6 @@ def execute(
 
 def _code_cells(path: str | Path) -> list[str]:
     """The sources of a notebook's code cells, read as plain JSON (nbformat takes seconds to import)."""
-    import json
-
     with open(path, encoding="utf-8") as f:
         nb = json.load(f)
     sources = [c.get("source", "") for c in nb.get("cells", []) if c.get("cell_type") == "code"]
