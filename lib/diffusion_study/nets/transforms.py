@@ -51,6 +51,28 @@ def zero_output_layer(net: nn.Module) -> nn.Module:
     return net
 
 
+class ScalarGain(nn.Module):
+    """net(x, t) = g(t) x with g a small MLP of t alone: F(x, t) = (1 + t g(t)) x, a learned rescaling of the
+    data, i.e. a learned noise schedule and nothing more (the control of chapters 4 and 5 that isolates what a
+    transform depending on x adds; issue 21, item 4a). The output layer starts at zero (F = x, as NDM's).
+
+    x: [*batch, *event], t: [*batch] -> like x. `event_dims` says how many trailing dims of x form one example.
+    """
+
+    def __init__(self, event_dims: int, hidden: int = 32, depth: int = 2, time_dim: int = 16,
+                 time_scale: float = 0.01):
+        super().__init__()
+        self.event_dims, self.time_scale = int(event_dims), float(time_scale)  # slowed time features, as SlowTime
+        self.g = zero_output_layer(TimeMLP(1, hidden, depth, time_dim, activation="silu"))  # input: a constant 1
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        batch = x.shape[: x.ndim - self.event_dims]
+        flat_t = t.expand(batch).reshape(-1)  # [B]
+        ones = torch.ones(flat_t.shape[0], 1, dtype=x.dtype, device=x.device)
+        gain = self.g(ones, self.time_scale * flat_t)  # [B, 1]
+        return gain.reshape(*batch, *([1] * self.event_dims)) * x
+
+
 def mlp_forward(schedule, dim: int = 2, hidden: int = 64, depth: int = 3, time_dim: int = 32,
                 members: int | None = None, activation: str = "silu", generator=None,
                 time_scale: float | None = 0.01) -> NeuralForward:

@@ -50,7 +50,7 @@ from diffusion_study.nets import transforms
 from diffusion_study.nets.models import UNet, count_parameters
 from diffusion_study.studies import fitting
 
-KINDS = ("ddpm", "ndm")
+KINDS = ("ddpm", "ndm", "ndm-scalar")  # ndm-scalar: F(x, t) = (1 + t g(t)) x, a learned schedule only (control)
 
 
 # ---------------------------------------------------------------------------------------
@@ -96,7 +96,8 @@ def image_model(kind: str, schedule, *, channels: int = 1, base: int = 16, mults
                 attention: bool = False, data_std: float = 0.5, seed: int = 0,
                 clip: tuple[float, float] | None = (-1.0, 1.0), f_time_scale: float | None = 0.01,
                 bf16: bool = False) -> Denoiser:
-    """DDPM (kind 'ddpm', F = identity) or NDM ('ndm', a U-Net F of x_hat's size) for images (chapter 5; also the
+    """DDPM (kind 'ddpm', F = identity), NDM ('ndm', a U-Net F of x_hat's size) or the learned-schedule control
+    ('ndm-scalar', F(x, t) = (1 + t g(t)) x with g a small MLP of t: `transforms.ScalarGain`) for images (chapter 5; also the
     command-line trainer's model, `diffusion_study.studies.cli`).
 
     x_hat = PreconditionedX0(UNet(channels, base, mults, attention)), prediction 'x0', clipped to `clip` (None:
@@ -112,6 +113,8 @@ def image_model(kind: str, schedule, *, channels: int = 1, base: int = 16, mults
     x_net = transforms.PreconditionedX0(UNet(channels, base, tuple(mults), attention), schedule, data_std)
     if kind == "ddpm":
         process = GaussianForward(schedule)
+    elif kind == "ndm-scalar":
+        process = NeuralForward(schedule, transforms.ScalarGain(event_dims=3))
     else:
         f_net = transforms.zero_output_layer(UNet(channels, base, tuple(mults), attention))
         process = NeuralForward(schedule, f_net if f_time_scale is None else transforms.SlowTime(f_net, f_time_scale))
