@@ -293,3 +293,32 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------------------------------
+# A chapter's closing table: the same columns in every chapter
+# ---------------------------------------------------------------------------------------
+
+CLOSING_COLUMNS = ("Claim", "Setting", "Verdict", "Effect", "95% interval", "Smallest detectable", "Margin")
+
+
+def closing_rows(claims: dict[str, dict]) -> list[list[str]]:
+    """One row per claim part, `CLOSING_COLUMNS`, from a chapter's `claims` (the dict it hands to
+    `write_result`): the verdict as computed, the effect in Unicode, the interval, the minimum detectable
+    effect and the margin ("—" where a part has none, e.g. a verified identity)."""
+    rows = []
+    for cid, claim in claims.items():
+        for part in claim.get("parts") or [claim]:
+            mde = part.get("mde")
+            rows.append([cid, unicode_text(part.get("setting") or "all"), part["verdict"],
+                         unicode_text(part.get("effect", MISSING)), _interval(part),
+                         MISSING if mde is None else _number(mde), unicode_text(part.get("margin") or MISSING)])
+    return rows
+
+
+def closing_table(claims: dict[str, dict]):
+    """A chapter's closing table (HTML with a plain-text form, `book.plotting.html_table`): the same columns in
+    every chapter, the verdict column as computed by the chapter."""
+    from diffusion_study.book.plotting import html_table
+
+    return html_table(closing_rows(claims), CLOSING_COLUMNS)
