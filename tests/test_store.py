@@ -57,3 +57,12 @@ def test_the_store_holds_only_complete_records():
     for record in STORED:
         assert record["config_hash"] == store.config_hash(record["config"])
         assert {"commit", "machine", "command", "created", "steps", "wall_time_s"} <= set(record["provenance"])
+
+
+def test_every_stored_run_has_its_training_curve_ending_at_the_stored_bound():
+    for record in STORED:
+        curve = record["results"].get("curve")
+        assert curve, f"{record['name']}: no training curve"
+        steps = [s for s, _ in curve]
+        assert steps == sorted(steps) and steps[-1] == record["provenance"]["steps"]
+        assert curve[-1][1] == pytest.approx(record["results"]["bits_per_dim"], abs=1e-6)
