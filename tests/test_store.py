@@ -66,3 +66,15 @@ def test_every_stored_run_has_its_training_curve_ending_at_the_stored_bound():
         steps = [s for s, _ in curve]
         assert steps == sorted(steps) and steps[-1] == record["provenance"]["steps"]
         assert curve[-1][1] == pytest.approx(record["results"]["bits_per_dim"], abs=1e-6)
+
+
+def test_a_longer_run_continues_the_shorter_one_and_equals_a_fresh_run(tmp_path):
+    short, long_ = (evidence.digits_config("ddpm", 10, n, base=8, batch_size=8) for n in (3, 6))
+    for config, work in ((short, "work"), (long_, "work"), (long_, "fresh")):
+        while not evidence.run_slice(config, tmp_path / work / "store", tmp_path / work, slice_seconds=0.0)["done"]:
+            pass
+    continued, = [r for r in store.records(tmp_path / "work" / "store") if r["config"]["steps"] == 6]
+    fresh, = store.records(tmp_path / "fresh" / "store")
+    assert continued["provenance"]["continued_from"] == evidence.name_of(short)
+    assert fresh["provenance"]["continued_from"] is None
+    assert continued["results"]["bits_per_dim"] == fresh["results"]["bits_per_dim"]  # the same run, bit for bit

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,10 @@ CONFIGS = ([digits_config(kind, 1000, STEPS, seed=s) for s in SEEDS for kind in 
            + [digits_config(kind, 10, STEPS, seed=s) for s in SEEDS for kind in ("ddpm", "ndm")]
            + [digits_config("ndm-scalar", 1000, STEPS, seed=s) for s in SEEDS]
            + [digits_config("ddpm", 1000, STEPS, seed=s, base=24) for s in SEEDS])
+# Longer runs of the 1000-step models, continuing the 4000-step ones (`continue_shorter_run`): does the bound
+# still improve, and does the comparison hold at three times the training?
+LONG_STEPS = 12000
+LONG_CONFIGS = [digits_config(kind, 1000, LONG_STEPS, seed=s) for s in SEEDS for kind in ("ddpm", "ndm")]
 
 
 def name_of(config: dict[str, Any]) -> str:
@@ -96,7 +101,10 @@ def run_slice(config: dict[str, Any], store_dir: str | Path = STORE, work: str |
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     progress_path = work / f"{name}.progress.json"
+    if not progress_path.exists():
+        continue_shorter_run(config, work)
     progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"steps": 0, "seconds": 0.0}
+    progress["config"] = config
     progress.setdefault("commit_at_start", store.provenance(steps=0, wall_time_s=0.0)["commit"])
     # slices are sized from the steps per second measured so far, growing at most 4x a slice (a short first
     # probe on a loaded machine would otherwise size the next slice from a rate it cannot keep)
@@ -130,9 +138,35 @@ def run_slice(config: dict[str, Any], store_dir: str | Path = STORE, work: str |
     results["curve"] = [[step, curve[step]] for step in sorted(curve)]  # [step, test bits/dim of the EMA model]
     prov = store.provenance(steps=target, wall_time_s=progress["seconds"], command=command)
     prov.update(commit_at_start=progress["commit_at_start"], slices=progress["slices"],  # the code that trained it
+                continued_from=progress.get("continued_from"),
                 untimed_steps=progress["untimed_steps"])  # steps whose slice was interrupted: not in wall_time_s
     store.save(store_dir, name, res.ema.state_dict(), config, results=results, provenance=prov)
     return {"name": name, "done": True, "steps": target, "seconds": progress["seconds"]}
+
+
+def continue_shorter_run(config: dict[str, Any], work: str | Path) -> str | None:
+    """Start `config` from the checkpoint of the longest finished shorter run with the same settings (all keys
+    but `steps`), if work/ holds one: a run of k steps is the first k steps of a longer one (constant learning
+    rate, EMA warm-up and batches by step), so the longer run continues it, curve and training time included.
+    Returns the name continued from, or None."""
+    work = Path(work)
+    best = None
+    for path in work.glob("*.progress.json"):
+        name = path.name[: -len(".progress.json")]
+        progress = json.loads(path.read_text())
+        shorter = progress.get("config")
+        if (shorter is None or shorter["steps"] >= config["steps"]
+                or {**shorter, "steps": None} != json.loads(json.dumps({**config, "steps": None}))):
+            continue
+        if progress["steps"] == shorter["steps"] and (work / f"{name}.pt").exists() and (
+                best is None or shorter["steps"] > best[1]):
+            best = (name, shorter["steps"], progress)
+    if best is None:
+        return None
+    name, _, progress = best
+    shutil.copyfile(work / f"{name}.pt", work / f"{name_of(config)}.pt")
+    write_text_atomic(work / f"{name_of(config)}.progress.json", json.dumps({**progress, "config": config, "continued_from": name}))
+    return name
 
 
 def load_model(record: dict[str, Any]):
