@@ -277,10 +277,10 @@ MIN_POINTS = 50  # a z-score over fewer paired points per seed is not calibrated
 MIN_CHAINS = 1000  # likewise for the simulated chains' moments
 
 
-def interval_text(values, fmt: str = ".3f") -> str:
-    """"mean ± half-width" of the 95% t-interval over per-seed values ("mean ± —" for one seed)."""
+def interval_text(values, fmt: str = ".3f", level: float = 0.95) -> str:
+    """"mean ± half-width" of the `level` t-interval over per-seed values ("mean ± —" for one seed)."""
     est = rules.estimate(values)
-    low, high = est.interval()
+    low, high = est.interval(level)
     half = format((high - low) / 2, fmt) if math.isfinite(low) else "—"
     return f"{format(est.mean, fmt)} ± {half}"
 
@@ -365,7 +365,7 @@ def l2_parts(z_decomposition: list[float], n_points: int, z_threshold: float, bo
                                 f"{interval_text(values)} nats", interval=rules.estimate(values).interval(),
                                 mde=rules.minimum_detectable_effect_of(values), margin="> 0"))
     parts.append(rules.part("IW − exact NLL, control", converged_identity(iw_control_last, tolerance),
-                            f"{interval_text(iw_control_last)} nats",
+                            f"{interval_text(iw_control_last, level=0.9)} nats",
                             interval=rules.estimate(iw_control_last).interval(0.9),
                             margin=f"within ±{tolerance:g} nats (90% interval)"))
     parts.append(rules.part("bound − data NLL, every T", rules.combine(inequality_identity(c, tolerance) for c in cols),
