@@ -38,7 +38,8 @@ def recorded() -> dict:
         rec = json.loads(path.read_text(encoding="utf-8"))
         prov = rec.get("provenance", {})
         chapters[nb.stem] = {"seconds": prov.get("wall_time_s"), "profile": rec.get("params", {}).get("profile"),
-                             "git_commit": prov.get("git_commit"), "device": prov.get("device"),
+                             "git_commit": prov.get("git_commit"), "git_dirty": prov.get("git_dirty"),
+                             "git_dirty_files": prov.get("git_dirty_files"), "device": prov.get("device"),
                              "time_utc": prov.get("time_utc"),
                              "source": f"{path.relative_to(REPO)}: provenance.wall_time_s"}
     return chapters

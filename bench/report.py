@@ -8,6 +8,8 @@ fake results.
 
 from __future__ import annotations
 
+from diffusion_study.book.results import code_state
+
 COMMANDS = {
     "sampler_step": ".venv/bin/python bench/sampler_step.py",
     "train_throughput": ".venv/bin/python bench/train_throughput.py",
@@ -236,19 +238,40 @@ def details(results: dict) -> list[str]:
     bt = results.get("book_time")
     if bt:
         lines += ["", f"### Whole book at the default profile ({bt['mode']})", ""]
-        body = [[k, "-" if c["seconds"] is None else f"{c['seconds']:.0f}", (c.get("git_commit") or "")[:7],
+        body = [[k, "-" if c["seconds"] is None else f"{c['seconds']:.0f}", code_state(c) if "git_dirty" in c else
+                 (f"`{c['git_commit'][:7]}` (tree state not recorded)" if c.get("git_commit") else "no git commit recorded"),
                  c.get("time_utc") or "", c.get("device") or ""] for k, c in bt["chapters"].items()]
         total = bt.get("total_seconds")
         body.append(["total", "-" if total is None else f"{total:.0f}", "", "", ""])
-        lines += _table(["chapter", "seconds", "commit", "run at (UTC)", "device"], body)
+        lines += _table(["chapter", "seconds", "code (commit, tree)", "run at (UTC)", "device"], body)
+    lines += provenance(results)
     return lines
+
+
+def provenance(results: dict) -> list[str]:
+    """One row per benchmark result: the code it was made with, from its own JSON's provenance in the
+    chapters' words (`diffusion_study.book.results.code_state`: the commit, and whether the tree had
+    uncommitted changes and to how many files), when and where it ran."""
+    body = []
+    for name, result in sorted(results.items()):
+        prov = result.get("provenance") or {}
+        dirty = prov.get("git_dirty_files") or []
+        files = ", ".join(f"`{f}`" for f in dirty[:4]) + (f" and {len(dirty) - 4} more" if len(dirty) > 4 else "")
+        body.append([f"`bench/results/{name}.json`", code_state(prov), prov.get("time_utc") or "not recorded",
+                     prov.get("device") or "not recorded", files or "-"])
+    if not body:
+        return []
+    return ["", "### Provenance of each result", "",
+            "Each result names the code it was measured with (its JSON's `provenance`); a result made from a tree "
+            "with uncommitted changes says so, and lists the first of the changed files.", ""] + _table(
+        ["result", "code (commit, tree)", "run at (UTC)", "device", "uncommitted changes"], body)
 
 
 def markdown(results: dict, target_rows: list[dict], meta: dict, heading: str = "#") -> str:
     prov = meta.get("provenance") or {}
     lines = [f"{heading} Benchmarks: `make bench`", "",
              f"Run at {prov.get('time_utc', '?')} on {prov.get('device', '?')} ({prov.get('platform', '?')}), "
-             f"commit {(prov.get('git_commit') or '?')[:7]}{' (dirty)' if prov.get('git_dirty') else ''}, "
+             f"code {code_state(prov)}, "
              f"torch {prov.get('torch', '?')}, "
              + ", ".join(f"{k} {v}" for k, v in (meta.get("peers") or {}).items())
              + f"; load average {meta.get('load_average', '?')}. Medians of interleaved rounds; ratios are "

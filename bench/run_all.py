@@ -65,10 +65,12 @@ def load(names) -> dict:
     return out
 
 
-def write_reports(results: dict, wall_s: float | None, failures: dict) -> list[dict]:
+def write_reports(results: dict, wall_s: float | None, failures: dict, meta: dict | None = None) -> list[dict]:
+    """Judge the targets and write the summary and the appendix page; `meta` (provenance, peers, load average):
+    the run's own, given when the report is rewritten from a stored run (--report-only), else measured now."""
     target_rows = report.rows(results, wall_s, failures)
-    meta = {"provenance": common.provenance(wall_s), "peers": common.peer_versions(),
-            "load_average": ", ".join(f"{v:.1f}" for v in os.getloadavg())}
+    meta = meta or {"provenance": common.provenance(wall_s), "peers": common.peer_versions(),
+                    "load_average": ", ".join(f"{v:.1f}" for v in os.getloadavg())}
     md = report.markdown(results, target_rows, meta)
     common.write_json_atomic(common.RESULTS / "summary.json",
                              common._plain({"targets": target_rows, "failures": failures, "wall_time_s": wall_s,
@@ -89,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     failures = {}
-    wall = None
+    wall, meta = None, None
     if not args.report_only:
         todo = [b for b in BENCHMARKS if not args.only or b[0] in args.only]
         if cuda_available():
@@ -111,7 +113,9 @@ def main() -> None:
         if summary.exists():
             old = json.loads(summary.read_text(encoding="utf-8"))
             wall, failures = old.get("wall_time_s"), old.get("failures", {})
-    write_reports(load(names), wall, failures)
+            # the stored run's provenance: a rewritten report describes that run, not this moment's tree
+            meta = {k: old[k] for k in ("provenance", "peers", "load_average") if k in old} or None
+    write_reports(load(names), wall, failures, meta)
     print(f"make bench: {time.perf_counter() - started:.0f} s")
 
 

@@ -466,3 +466,12 @@ def test_the_book_loads_the_glue_fix():
     config = _book_config()["sphinx"]["config"]
     assert "diffusion_study.book.notebook" in config["extensions"]
     assert "sphinx_thebe" not in config["extensions"]
+
+
+def test_landing_page_summary_counts_inconclusive_identities():
+    records = [{"path": "01_elbo/01_elbo.json", "name": "01_elbo",
+                "claims": {"L1": {"verdict": "verified identity"}, "L2": {"verdict": "identity inconclusive"},
+                           "L4": {"verdict": "inconclusive"}}}]
+    text = status.summary(records)
+    assert "1 are verified and 0 fail; 1 are inconclusive, the run too small to tell (ch. 1: L2)" in text
+    assert "**1 inconclusive** (ch. 1: L4)" in text

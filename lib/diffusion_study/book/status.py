@@ -260,7 +260,9 @@ def summary(records: list[dict], in_book: set[str] | None = None) -> str:
             + ", ".join(part(v, ids) for v, ids in shown.items()) + ". "
             f"Of the {n_id} identities it derives and checks numerically, {len(identity['verified identity'])} "
             f"are verified and {len(identity['identity fails'])} fail"
-            + (f" ({named(identity['identity fails'])})" if identity["identity fails"] else "") + ". "
+            + (f" ({named(identity['identity fails'])})" if identity["identity fails"] else "")
+            + (f"; {len(identity['identity inconclusive'])} are inconclusive, the run too small to tell "
+               f"({named(identity['identity inconclusive'])})" if identity["identity inconclusive"] else "") + ". "
             "A claim is *supported* (*contradicted*) when every decided comparison has its whole 95% interval "
             "beyond (short of) the threshold fixed in advance, *inconclusive* when the seeds cannot tell, *mixed* "
             "when decided comparisons disagree, and *inadequate model* when the models did not beat the chapter's "
