@@ -197,3 +197,11 @@ def test_claim_records_carry_parts_and_the_threshold_sensitivity_and_the_prose_r
     assert numbers["k1-supported"] == (1, "d") and numbers["k1-total"] == (1, "d") and numbers["k1-inadequate"] == (0, "d")
     rec = kv.recovery_numbers({("linear", "eps"): [0.02, 0.04], ("cosine", "eps"): [0.3, 0.5]}, 2.0)
     assert rec["k2-recovery-best"][0] == pytest.approx(0.03) and rec["k2-recovery-best-cell"][0] == "linear/eps"
+
+
+def test_the_estimated_pairing_keeps_each_axis_like_the_exact_map_does():
+    from diffusion_study.studies.toy_grid import GaussianisingMap
+
+    x_train, x_test = toy_split("two_gaussians", 10000, 1000, seed=0)
+    estimated, exact = EmpiricalGaussianisingMap(x_train)(x_test), GaussianisingMap(two_gaussians())(x_test)
+    assert (estimated - exact).pow(2).sum(-1).sqrt().mean() < 0.1  # no swap or reflection of the coordinates

@@ -125,10 +125,22 @@ def _interp(x: Tensor, xp: Tensor, fp: Tensor, slopes: tuple[float, float]) -> T
                        torch.where(x > xp[-1], fp[-1] + slopes[1] * (x - xp[-1]), inside))
 
 
+def _nearest_axes(vectors: Tensor) -> Tensor:
+    """Eigenvectors (columns of an orthogonal [D, D]) reordered and sign-flipped so that column j points
+    along +axis j where it can: the rotation nearest the identity. Without this, `eigh`'s ascending order
+    and arbitrary signs would pair x1 with the second Gaussian coordinate (a swap, or a reflection), a
+    valid but needlessly twisted bijection for a diffusion path alpha x + sigma G(x)."""
+    axes = vectors.abs().argmax(0)  # the axis each column is nearest to
+    if len(set(axes.tolist())) == vectors.shape[1]:
+        vectors = vectors[:, torch.argsort(axes)]
+    return vectors * torch.sign(torch.diagonal(vectors)).where(torch.diagonal(vectors) != 0, torch.ones(()))
+
+
 class EmpiricalGaussianisingMap:
     """A Gaussianising bijection of R^2 estimated from training points alone (chapter 2, K2): one layer
     of iterative Gaussianisation (Chen and Gopinath 2000), G(x) = Psi(R^T (x - m)) with m the training
-    mean, R the eigenvectors of the training covariance, and Psi the coordinate-wise map
+    mean, R the eigenvectors of the training covariance (ordered and signed to be nearest the identity,
+    `_nearest_axes`), and Psi the coordinate-wise map
     u_j = Phi^-1(F_j(y_j)) with F_j the empirical CDF of coordinate j, interpolated linearly between
     `knots` quantiles (probabilities p_k spaced evenly in [0.5 / n, 1 - 0.5 / n] on the Gaussian scale)
     and continued linearly beyond the outer ones (the mean slope over the outer `tail` knots, default
@@ -147,7 +159,7 @@ class EmpiricalGaussianisingMap:
             knots = max(n // 2, 3)
         tail = max(knots // 8, 1) if tail is None else tail
         self.mean = x.mean(0)
-        _, self.rotation = torch.linalg.eigh(torch.cov((x - self.mean).T))  # [2, 2], columns eigenvectors
+        self.rotation = _nearest_axes(torch.linalg.eigh(torch.cov((x - self.mean).T))[1])  # [2, 2]
         y = (x - self.mean) @ self.rotation
         normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
         u = torch.linspace(float(normal.icdf(torch.tensor(0.5 / n))), float(normal.icdf(torch.tensor(1 - 0.5 / n))),
