@@ -62,6 +62,17 @@ def test_the_median_distance_to_a_mean_sees_a_collapse_a_few_far_points_hide_fro
     assert float(metrics.nearest_mean_distance(mixture, collapsed)) > float(metrics.nearest_mean_distance(mixture, x))
 
 
+def test_the_nearest_neighbour_distance_sees_samples_collapse_onto_a_point_or_the_means():
+    from diffusion_study.studies.toy_grid import median_nn_distance
+
+    mixture = two_gaussians()
+    data = mixture.sample(500, torch.Generator().manual_seed(0))
+    point = torch.full((500, 2), 0.3, dtype=torch.float64) + 1e-4 * torch.randn(500, 2, dtype=torch.float64)
+    means = mixture.means[torch.arange(500) % 2] + 0.05 * torch.randn(500, 2, dtype=torch.float64)
+    nn = median_nn_distance(torch.stack([data, point, means]))
+    assert nn.shape == (3,) and nn[1] < 0.01 * nn[0] and nn[2] < 0.3 * nn[0]
+
+
 def test_the_gaussian_fit_has_the_data_moments_one_draw_per_seed():
     x = toy_split("two_gaussians", 4000, 10, seed=0)[0]
     fit = gaussian_fit_samples(x, 3000, 3, seed=0)
@@ -176,7 +187,7 @@ def test_k6_holm_keeps_a_marginal_cell_from_deciding_the_family():
 
 
 def test_signature_values_are_the_per_seed_effects_of_each_cell():
-    rows = {"median_distance": [{"values": [0.589, 0.2945]}], "start_end_corr": [{"values": [0.9, 0.5]}],
+    rows = {"median_nn": [{"values": [0.589, 0.2945]}], "start_end_corr": [{"values": [0.9, 0.5]}],
             "low_density": [{"values": [0.0, 0.05]}]}
     out = kv.signature_values(rows, {("stochastic", "linear", "x0", "ddim"): 0}, {("linear", "ddim"): 0.5}, 0.589)
     cell = "stochastic/linear/x0/ddim"

@@ -540,7 +540,20 @@ def _take(x, sl: slice):
 # ---------------------------------------------------------------------------------------
 
 SAMPLE_METRICS = ("energy", "sliced_w", "mode_error", "log_density", "memorisation", "low_density",
-                  "mean_distance", "median_distance", "start_end_corr")
+                  "mean_distance", "median_distance", "median_nn", "start_end_corr")
+
+
+def median_nn_distance(samples: Tensor) -> Tensor:
+    """The median over samples [*batch, N, 2] of each one's distance to its nearest other sample: [*batch]
+    float64. Samples that collapse (onto one point, a few points, or the component means) crowd together and
+    it falls far below that of as many data points (chapter 2, K6); it scales as N^(-1/2), so compare equal N."""
+    flat = samples.reshape((-1,) + samples.shape[-2:]).double()
+    out = torch.empty(len(flat), dtype=torch.float64)
+    for i, x in enumerate(flat):  # one [N, N] distance matrix at a time
+        d = torch.cdist(x, x)
+        d.fill_diagonal_(math.inf)
+        out[i] = d.min(-1).values.median()
+    return out.reshape(samples.shape[:-2])
 
 
 def median_mean_distance(mixture, samples: Tensor) -> Tensor:
@@ -594,6 +607,7 @@ def sample_metrics(mixture, samples: Tensor, starts: Tensor, train: Tensor, test
         "low_density": m.low_density_share(mixture, samples, level),
         "mean_distance": m.nearest_mean_distance(mixture, samples),
         "median_distance": median_mean_distance(mixture, samples),
+        "median_nn": median_nn_distance(sub),
         "start_end_corr": m.start_end_correlation(starts, samples),
     }
 

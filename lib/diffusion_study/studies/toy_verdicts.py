@@ -155,7 +155,7 @@ def k5(ed_by_sampler: dict, schedules, samplers, tau: float, f: float = 1.0) -> 
 
 
 SIGNATURES = {  # name: (what the per-seed value is, direction of the signature)
-    "collapse": ("log(samples' median distance to the nearest mean / the data's)", "below"),
+    "collapse": ("log(samples' median nearest-neighbour distance / the data's)", "below"),
     "bias": ("corr(start, sample) − the exact denoiser's", "above"),
     "low": ("0.05 − samples' low-density share", "above"),
 }
@@ -206,15 +206,15 @@ def claim_record(verdict: str, parts: list[dict], evidence: str, conditions: str
             "effect": effect_text(parts) + f" (thresholds ×0.5 / ×1 / ×2: {sens})"}
 
 
-def signature_values(rows: dict, cells: dict, exact_corr: dict, data_median: float) -> dict[str, dict[str, list]]:
+def signature_values(rows: dict, cells: dict, exact_corr: dict, data_nn: float) -> dict[str, dict[str, list]]:
     """K6's per-seed effects in every cell (process, schedule, target, sampler) of the chapter's summaries
-    `rows[metric][cell index]["values"]`: {signature: {"p/s/t/m": values}} with collapse = log(median
-    distance to the nearest mean / the data's), bias = corr(start, sample) - exact_corr[(schedule, sampler)]
-    and low = 0.05 - low-density share."""
+    `rows[metric][cell index]["values"]`: {signature: {"p/s/t/m": values}} with collapse = log(the samples'
+    median nearest-neighbour distance / data_nn, that of as many held-out points), bias = corr(start, sample)
+    - exact_corr[(schedule, sampler)] and low = 0.05 - low-density share."""
     out = {"collapse": {}, "bias": {}, "low": {}}
     for (p, s, t, m), k in cells.items():
         label = f"{p}/{s}/{t}/{m}"
-        out["collapse"][label] = np.log(np.asarray(rows["median_distance"][k]["values"]) / data_median).tolist()
+        out["collapse"][label] = np.log(np.maximum(rows["median_nn"][k]["values"], 1e-12) / data_nn).tolist()
         out["bias"][label] = (np.asarray(rows["start_end_corr"][k]["values"]) - exact_corr[s, m]).tolist()
         out["low"][label] = (0.05 - np.asarray(rows["low_density"][k]["values"])).tolist()
     return out
