@@ -200,7 +200,7 @@ def signatures_figure(families: dict[str, list[dict]], margins: dict[str, float]
         ax.axvline(0, color="grey", lw=0.6)
         ax.set(title=name, xlabel=labels[name])
         ax.set_xscale("symlog", linthresh=0.1)
-        ax.xaxis.set_major_locator(plt.FixedLocator([-1, 0, 1]))
+        ax.xaxis.set_major_locator(plt.FixedLocator([-10, -1, 0, 1]))  # -10: the collapse onto one point
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(plt.NullFormatter())
     short = [c.replace("noise_free", "nf").replace("stochastic", "st").replace("pairing", "pr")
