@@ -115,6 +115,81 @@ class GaussianisingMap:
         return torch.stack([0.5 * (lo + hi), self.m2 + self.s * u[..., 1]], -1)
 
 
+def _interp(x: Tensor, xp: Tensor, fp: Tensor, slopes: tuple[float, float]) -> Tensor:
+    """The piecewise-linear function through the knots (xp, fp) (both strictly increasing) at x,
+    extended beyond the end knots by straight lines of the given (left, right) slopes."""
+    i = torch.searchsorted(xp, x.contiguous()).clamp(1, len(xp) - 1)
+    x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    inside = f0 + (f1 - f0) * (x - x0) / (x1 - x0)
+    return torch.where(x < xp[0], fp[0] + slopes[0] * (x - xp[0]),
+                       torch.where(x > xp[-1], fp[-1] + slopes[1] * (x - xp[-1]), inside))
+
+
+def _nearest_axes(vectors: Tensor) -> Tensor:
+    """Eigenvectors (columns of an orthogonal [D, D]) reordered and sign-flipped so that column j points
+    along +axis j where it can: the rotation nearest the identity. Without this, `eigh`'s ascending order
+    and arbitrary signs would pair x1 with the second Gaussian coordinate (a swap, or a reflection), a
+    valid but needlessly twisted bijection for a diffusion path alpha x + sigma G(x)."""
+    axes = vectors.abs().argmax(0)  # the axis each column is nearest to
+    if len(set(axes.tolist())) == vectors.shape[1]:
+        vectors = vectors[:, torch.argsort(axes)]
+    return vectors * torch.sign(torch.diagonal(vectors)).where(torch.diagonal(vectors) != 0, torch.ones(()))
+
+
+class EmpiricalGaussianisingMap:
+    """A Gaussianising bijection of R^2 estimated from training points alone (chapter 2, K2): one layer
+    of iterative Gaussianisation (Chen and Gopinath 2000), G(x) = Psi(R^T (x - m)) with m the training
+    mean, R the eigenvectors of the training covariance (ordered and signed to be nearest the identity,
+    `_nearest_axes`), and Psi the coordinate-wise map
+    u_j = Phi^-1(F_j(y_j)) with F_j the empirical CDF of coordinate j, interpolated linearly between
+    `knots` quantiles (probabilities p_k spaced evenly in [0.5 / n, 1 - 0.5 / n] on the Gaussian scale)
+    and continued linearly beyond the outer ones (the mean slope over the outer `tail` knots, default
+    an eighth of them: the extreme quantiles alone are too few points to give a slope).
+
+    Unlike `GaussianisingMap` it knows nothing of the mixture: it pushes the training points to an
+    approximately standard Gaussian (exactly so in each coordinate of the rotated data), and it is a
+    bijection (strictly increasing in each rotated coordinate), inverted exactly by `inverse`.
+    Same interface: `map(x)` and `map.inverse(u)`, [..., 2] float64.
+    """
+
+    def __init__(self, train: Tensor, knots: int = 257, tail: int | None = None):
+        x = train.double()
+        n = len(x)
+        if n < 2 * knots:
+            knots = max(n // 2, 3)
+        tail = max(knots // 8, 1) if tail is None else tail
+        self.mean = x.mean(0)
+        self.rotation = _nearest_axes(torch.linalg.eigh(torch.cov((x - self.mean).T))[1])  # [2, 2]
+        y = (x - self.mean) @ self.rotation
+        normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+        u = torch.linspace(float(normal.icdf(torch.tensor(0.5 / n))), float(normal.icdf(torch.tensor(1 - 0.5 / n))),
+                           knots, dtype=torch.float64)
+        probs = normal.cdf(u)
+        self.knots, self.slopes = [], []
+        for j in range(x.shape[1]):
+            q = torch.quantile(y[:, j], probs)
+            q = q + 1e-9 * torch.arange(knots, dtype=torch.float64) * q.abs().max()  # strictly increasing
+            left = float((u[tail] - u[0]) / (q[tail] - q[0]))
+            right = float((u[-1] - u[-1 - tail]) / (q[-1] - q[-1 - tail]))
+            self.knots.append((q, u))
+            self.slopes.append((left, right))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """u = G(x): [..., 2] -> [..., 2] float64."""
+        y = (x.double() - self.mean) @ self.rotation
+        return torch.stack([_interp(y[..., j], q, u, s) for j, ((q, u), s) in enumerate(zip(self.knots, self.slopes))],
+                           -1)
+
+    __call__ = forward
+
+    def inverse(self, u: Tensor) -> Tensor:
+        """x = G^-1(u): [..., 2] -> [..., 2] float64 (the same pieces, read the other way)."""
+        u = u.double()
+        y = torch.stack([_interp(u[..., j], uk, q, (1 / s[0], 1 / s[1]))
+                         for j, ((q, uk), s) in enumerate(zip(self.knots, self.slopes))], -1)
+        return y @ self.rotation.T + self.mean
+
+
 class PairingForward(GaussianForward):
     """The deterministic invertible process z_t = alpha_t x + sigma_t G(x) (chapter 2; Klepper's
     'deterministic diffusion' (b)): DDPM's marginal path with the noise replaced by each point's
@@ -465,7 +540,49 @@ def _take(x, sl: slice):
 # ---------------------------------------------------------------------------------------
 
 SAMPLE_METRICS = ("energy", "sliced_w", "mode_error", "log_density", "memorisation", "low_density",
-                  "mean_distance", "start_end_corr")
+                  "mean_distance", "median_distance", "median_nn", "start_end_corr")
+
+
+def median_nn_distance(samples: Tensor) -> Tensor:
+    """The median over samples [*batch, N, 2] of each one's distance to its nearest other sample: [*batch]
+    float64. Samples that collapse (onto one point, a few points, or the component means) crowd together and
+    it falls far below that of as many data points (chapter 2, K6); it scales as N^(-1/2), so compare equal N."""
+    flat = samples.reshape((-1,) + samples.shape[-2:]).double()
+    out = torch.empty(len(flat), dtype=torch.float64)
+    for i, x in enumerate(flat):  # one [N, N] distance matrix at a time
+        d = torch.cdist(x, x)
+        d.fill_diagonal_(math.inf)
+        out[i] = d.min(-1).values.median()
+    return out.reshape(samples.shape[:-2])
+
+
+def median_mean_distance(mixture, samples: Tensor) -> Tensor:
+    """The median over samples [*batch, N, 2] of the distance to the nearest component mean: [*batch] float64.
+    Collapse onto the means shrinks it; unlike the mean distance, a few far-off samples do not hide that
+    (chapter 2, K6; for an isotropic component of std s in 2D the data give s sqrt(2 ln 2))."""
+    flat = samples.reshape(-1, samples.shape[-1]).double()
+    dist = torch.cdist(flat, mixture.means.double()).min(-1).values
+    return dist.reshape(samples.shape[:-1]).median(-1).values
+
+
+def data_scale(x: Tensor) -> float:
+    """The data's scale, sqrt(tr Cov(x)) of points [N, D]: the root-mean-square distance to their mean."""
+    return float(torch.cov(x.double().T).trace().sqrt())
+
+
+def scaled_recovery_error(reconstructed: Tensor, originals: Tensor, scale: float) -> Tensor:
+    """Mean ||reconstructed - original|| over points, in units of `scale` (`data_scale`): [*batch] float64 for
+    reconstructed [*batch, N, D] of originals [N, D] (chapter 2, K2: recovery judged on the data's scale)."""
+    return (reconstructed.double() - originals.double()).pow(2).sum(-1).sqrt().mean(-1) / scale
+
+
+def gaussian_fit_samples(train: Tensor, n: int, draws: int, seed: int = 0) -> Tensor:
+    """`draws` independent sets of n points [draws, n, D] from the Gaussian with the training data's mean and
+    covariance: the trivial model, measured like a trained one (one set per "seed")."""
+    mean, cov = train.double().mean(0), torch.cov(train.double().T)
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(draws, n, train.shape[-1], generator=g, dtype=torch.float64)
+    return (mean + z @ torch.linalg.cholesky(cov).T).to(train.dtype)
 
 
 def sample_metrics(mixture, samples: Tensor, starts: Tensor, train: Tensor, test: Tensor, *, n_eval: int = 1000,
@@ -489,6 +606,8 @@ def sample_metrics(mixture, samples: Tensor, starts: Tensor, train: Tensor, test
         "memorisation": m.memorisation_share(samples, train, test, quantile),
         "low_density": m.low_density_share(mixture, samples, level),
         "mean_distance": m.nearest_mean_distance(mixture, samples),
+        "median_distance": median_mean_distance(mixture, samples),
+        "median_nn": median_nn_distance(sub),
         "start_end_corr": m.start_end_correlation(starts, samples),
     }
 
@@ -538,6 +657,16 @@ def held_out_bound(grid: ToyGrid, test: Tensor, config: Config, batch_size: int 
     result = bits_per_dim(model, data, decoder=GaussianDecoder(), batch_size=batch_size, n_timesteps=n_timesteps,
                           generator=torch.Generator().manual_seed(0))
     return result.mean * test.shape[-1] * math.log(2)  # bits/dim -> nats per point
+
+
+def grid_bounds(grid: ToyGrid, test: Tensor, n_timesteps: int | None = None) -> Tensor:
+    """`held_out_bound` of every member of the grid: [G] float64 nats per point, NaN for the deterministic
+    processes (their bound is infinite). The grid is moved to the CPU for it."""
+    out = torch.full((grid.members,), math.nan, dtype=torch.float64)
+    for config in grid.spec.configs:
+        if config.process == "stochastic":
+            out[grid.spec.member_index(config)] = held_out_bound(grid.cpu(), test, config, n_timesteps=n_timesteps)
+    return out
 
 
 @torch.no_grad()
