@@ -188,17 +188,20 @@ def margin_family(values: dict[str, Any], margins: dict[str, float], *, directio
     classes = dict(zip(live, rules.decide_family([rules.estimate(v - margins[k]) for k, v in live.items()], 0.0,
                                                  direction=direction))) if live else {}
     return [rules.judge_values(k, live[k], margins[k], direction=direction, verdict=classes[k], unit=unit, fmt=fmt)
-            if k in live else _missing(k, "not stored") for k in values]
+            if k in live else _missing(k, "models not available here (not stored, or not run at these sizes)") for k in values]
 
 
 def gate_parts(parts: list[dict], gate_for: dict[str, tuple[bool, str]]) -> list[dict]:
-    """Each part's verdict through its gate (`gate_for[setting]`; no entry: no gate); a failed gate's reason
-    joins the part's effect."""
+    """Each part's verdict through its gate (`gate_for[setting]`; no entry: no gate): "inadequate model" when the
+    gate failed (the effect says so; the chapter's table of gates gives the numbers); a part that is "not
+    testable here" stays so."""
     out = []
     for p in parts:
         g = gate_for.get(p["setting"], (True, ""))
-        out.append({**p, "verdict": gated(p["verdict"], g),
-                    **({} if g[0] else {"effect": f"{p['effect']} (gate: {g[1]})"})})
+        if p["verdict"] == rules.NOT_TESTABLE or g[0]:
+            out.append(p)
+        else:
+            out.append({**p, "verdict": gated(p["verdict"], g), "effect": f"{p['effect']} (a model failed the gate)"})
     return out
 
 
