@@ -24,12 +24,15 @@ def curves_figure(curves: dict[str, list], baselines: dict[str, float]):
     T = 10 models; the baselines as grey lines; the y axis from the best run to the worst baseline."""
     fig, axes = plt.subplots(1, 2, figsize=figsize(2.9), sharey=True)
     values = [p[1] for cs in curves.values() for c in cs for p in c]
+    named = set()
     for label, cs in curves.items():
-        ax = axes[1] if "T = 10" in label and "T = 1000" not in label else axes[0]
-        for k, c in enumerate(cs):
+        ax = axes[1] if label.endswith("T = 10") else axes[0]
+        name = label.replace(", T = 1000", "").replace(", T = 10", "")
+        for c in cs:
             c = np.asarray(c, dtype=float).reshape(-1, 2)
             ax.plot(c[:, 0], c[:, 1], color=_color(label), lw=1.0, ls="--" if "long" in label else "-",
-                    label=label.replace(", T = 1000", "").replace(", T = 10", "") if k == 0 else None)
+                    label=None if name in named else name)
+            named.add(name)
     for ax in axes:
         for ls, (name, value) in zip((":", "-."), baselines.items()):
             ax.axhline(value, color="grey", lw=0.8, ls=ls, label=name if ax is axes[0] else None)
@@ -49,8 +52,8 @@ def samples_figure(fd: dict[str, np.ndarray], floor: np.ndarray, tiles: dict[str
     ivs = [mean_interval(fd[k]) for k in labels]
     ys = np.arange(len(labels))
     for y, label, iv in zip(ys, labels, ivs):
-        ax.errorbar([iv.mean], [y], xerr=[[iv.mean - max(iv.low, 0)], [iv.half_width]], fmt="o", capsize=3,
-                    color=_color(label))
+        ax.errorbar([iv.mean], [y], xerr=[[iv.mean - max(iv.low, 0)], [iv.half_width]], capsize=3,
+                    fmt="s" if label.endswith("T = 10") else "o", color=_color(label))
     ax.axvspan(float(np.min(floor)), float(np.max(floor)), color="grey", alpha=0.3, lw=0)
     ax.set(yticks=ys, yticklabels=labels, xlabel="Frechet distance", title="sample quality")
     ax.set_xlim(left=0)
@@ -78,10 +81,10 @@ def transform_figure(pics, times, measures: dict[str, dict[str, np.ndarray]]):
         v = np.asarray(m["stroke width"])
         ivs = [mean_interval(v[:, j]) for j in range(len(times))]
         mx.errorbar(times, [i.mean for i in ivs], yerr=[i.half_width for i in ivs], capsize=2, color=_color(label),
-                    label=label)
+                    ls="--" if label.endswith("T = 10") else "-", label=label)
     mx.axhline(1, color="grey", lw=0.8)
     mx.set(xlabel="t", ylabel="stroke width of F(x, t) / of x", title="what F does to the strokes")
-    mx.legend(fontsize=8, loc="upper left")
+    fig.legend(*mx.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=8)
     return fig
 
 
