@@ -203,3 +203,9 @@ def test_the_parameter_count_includes_frozen_copies():
     assert ic.parameter_count(model) == n > 0
     with torch.no_grad():
         assert n == sum(p.numel() for p in model.parameters())
+
+
+def test_a_log_ratio_has_a_direction_only_when_its_interval_excludes_zero():
+    assert ic.direction_text(np.array([-0.5, -0.45, -0.4])).endswith("NDM closer")
+    assert ic.direction_text(np.array([0.5, 0.45, 0.4])).endswith("NDM farther")
+    assert ic.direction_text(np.array([-0.5, 0.5, 0.0])).endswith("no clear direction")

@@ -244,15 +244,20 @@ def n3_parts(bpd: dict[str, np.ndarray], log_fd: dict[str, np.ndarray], gate_of:
               "T = 10 samples, log Frechet ratio": log_fd.get("T = 10")}
     margins = {"T = 10 bound (bits/dim)": -delta, "T = 10 samples, log Frechet ratio": -math.log1p(ratio)}
     g = combine_gates(gate_of, (NDM_FEW, DDPM_FEW))
-    return gate_parts(margin_family(values, margins), {k: g for k in values})
+    parts = margin_family(values, margins)
+    for p in parts:
+        if "samples" in p["setting"] and "margin" in p:
+            p["margin"] = f"< −log(1 + {ratio:g}) = −{math.log1p(ratio):.3f}"
+    return gate_parts(parts, {k: g for k in values})
 
 
 def n2_parts(log_fd: dict[str, np.ndarray], gate_of: dict, ratio: float) -> list[dict]:
     """N2 (sample quality comparable to DDPM): two-sided equivalence of log(FD NDM / FD DDPM) per seed within
     +-log(1 + ratio), for the T = 1000 and the T = 10 models."""
     pairs = {"T = 1000": (NDM, DDPM), "T = 10": (NDM_FEW, DDPM_FEW)}
-    parts = [rules.judge_equivalence(f"{k}, log Frechet ratio", log_fd[k], math.log1p(ratio)) if k in log_fd else
-             _missing(f"{k}, log Frechet ratio", "no samples") for k in pairs]
+    margin = f"within ±log(1 + {ratio:g}) = ±{math.log1p(ratio):.3f} (equivalence, 90% interval)"
+    parts = [{**rules.judge_equivalence(f"{k}, log Frechet ratio", log_fd[k], math.log1p(ratio)), "margin": margin}
+             if k in log_fd else _missing(f"{k}, log Frechet ratio", "no samples") for k in pairs]
     return gate_parts(parts, {f"{k}, log Frechet ratio": combine_gates(gate_of, ab) for k, ab in pairs.items()})
 
 
@@ -287,6 +292,14 @@ def n8_parts(param_ratio: float, time_ratios: np.ndarray, tol: float) -> list[di
 # ---------------------------------------------------------------------------------------
 # Tables
 # ---------------------------------------------------------------------------------------
+
+
+def direction_text(values, fmt: str = ".3f") -> str:
+    """'mean [low, high], NDM closer' (interval below 0), 'NDM farther' (above 0) or 'no clear direction' (the
+    interval holds 0) for per-seed log-ratios NDM / DDPM of a distance."""
+    iv = mean_interval(values)
+    side = "NDM closer" if iv.high < 0 else "NDM farther" if iv.low > 0 else "no clear direction"
+    return f"{mean_text(values, fmt)}, {side}"
 
 
 def per_seed(values, fmt: str = ".3f") -> str:
