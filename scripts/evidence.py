@@ -1,6 +1,6 @@
 """The evidence tier: train chapter 5's stored models in resumable slices (issue 20, item 1).
 
-    python scripts/evidence.py                          # every config of studies.evidence.CONFIGS (then LONG_CONFIGS), to the end
+    python scripts/evidence.py                          # every config of studies.evidence.CONFIGS (then LONG_CONFIGS, MNIST_CONFIGS), to the end
     python scripts/evidence.py --slice-seconds 600 --budget-seconds 3600   # at most an hour now; rerun to go on
     python scripts/evidence.py --list                   # what is stored and what is left
 
@@ -34,14 +34,14 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     command = "python scripts/evidence.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     if args.list:
-        for config in evidence.CONFIGS + evidence.LONG_CONFIGS:
+        for config in evidence.CONFIGS + evidence.LONG_CONFIGS + evidence.MNIST_CONFIGS:
             record = store.find(args.store, config)
             state = (f"stored: {record['results']['bits_per_dim']:.4f} bits/dim, {record['provenance']['created']}"
                      if record else "not stored")
             print(f"{evidence.name_of(config)}: {state}")
         return 0
     began = time.perf_counter()
-    for config in evidence.CONFIGS + evidence.LONG_CONFIGS:
+    for config in evidence.CONFIGS + evidence.LONG_CONFIGS + evidence.MNIST_CONFIGS:
         if args.only is not None and args.only not in evidence.name_of(config):
             continue
         while True:

@@ -258,3 +258,13 @@ def test_mnist_pickle_is_checked_and_converted_to_idx(tmp_path):
     assert ds.train.shape == (6, 1, 28, 28) and ds.test.shape == (3, 1, 28, 28)
     assert torch.equal(to_uint(ds.train, 256).reshape(6, 784), torch.from_numpy(np.concatenate(k[:2])))
     assert ds.train_labels.tolist() == list(y[0]) + list(y[1])
+
+
+@pytest.mark.slow  # > 5 s: make test-slow
+def test_mnist5k14_is_mnist5k_averaged_over_2x2_blocks_on_the_256_level_grid():
+    full, small = load_image_dataset("mnist5k"), load_image_dataset("mnist5k14")
+    assert small.train.shape == (4000, 1, 14, 14) and small.levels == 256 and small.dims == 196
+    k_full, k_small = to_uint(full.test, 256).long(), to_uint(small.test, 256).long()
+    block_mean = k_full.reshape(1000, 1, 14, 2, 14, 2).double().mean(dim=(3, 5))
+    assert (k_small - block_mean).abs().max() <= 0.5  # the rounded block mean, the same images in the same order
+    assert torch.equal(small.test_labels, full.test_labels)

