@@ -209,3 +209,7 @@ def test_a_log_ratio_has_a_direction_only_when_its_interval_excludes_zero():
     assert ic.direction_text(np.array([-0.5, -0.45, -0.4])).endswith("NDM closer")
     assert ic.direction_text(np.array([0.5, 0.45, 0.4])).endswith("NDM farther")
     assert ic.direction_text(np.array([-0.5, 0.5, 0.0])).endswith("no clear direction")
+
+
+def test_the_reduced_mnist_rows_are_empty_when_nothing_is_stored(tmp_path):
+    assert ic.stored_mnist(tmp_path, [evidence.digits_config("ddpm", 1000, 4000, dataset="mnist5k14")]) == []

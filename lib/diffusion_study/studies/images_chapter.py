@@ -286,6 +286,7 @@ def n8_parts(param_ratio: float, time_ratios: np.ndarray, tol: float) -> list[di
                         f"{param_ratio:.2f}x", margin=f"within x{1 + tol:g} of 2")
     logs = np.log(np.asarray(time_ratios, dtype=float) / PAPER_COST["time"])
     t = rules.judge_equivalence("time per step (bench rounds), log(ratio / 2.3)", logs, math.log1p(tol))
+    t["margin"] = f"within ±log(1 + {tol:g}) = ±{math.log1p(tol):.3f} (equivalence, 90% interval)"
     return [params, t]
 
 
@@ -401,3 +402,21 @@ def claim(parts: list[dict], evidence: str, conditions: str, sensitivity: dict) 
 def parameter_count(model) -> int:
     """All parameters of x_hat and F (trainable or not: an EMA copy counts the same as the model it averages)."""
     return sum(p.numel() for part in (model.net, model.process) for p in part.parameters())
+
+
+def stored_mnist(store_dir=evidence.STORE, configs=None) -> list[list[str]]:
+    """Rows [model, test bits/dim re-evaluated, adequacy gate] of the reduced-MNIST models (`evidence.MNIST_CONFIGS`)
+    that are stored, then the per-pixel histogram and mixture baselines of that data set; [] when none is stored
+    (nothing is trained here, and no data set is loaded)."""
+    configs = getattr(evidence, "MNIST_CONFIGS", []) if configs is None else configs
+    found = [(c, r) for c in configs for r in [store.find(store_dir, c)] if r is not None]
+    if not found:
+        return []
+    _, _, data = evidence.build(found[0][0])
+    base = ndm_images.image_baselines(data.train, data.test, data.levels)
+    rows = []
+    for c, r in found:
+        bpd = evidence.evaluate(evidence.load_model(r), c)["bits_per_dim"]
+        rows.append([f"{c['kind'].upper()} ({c['dataset']}, seed {c['seed']})", f"{bpd:.3f}",
+                     "passed" if adequate(bpd, base)[0] else "failed"])
+    return rows + [[name, f"{v:.3f}", "—"] for name, v in base.items()]
