@@ -17,28 +17,25 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffusion_study.base.args import choose
 from diffusion_study.core.ode import ode_solve
-from diffusion_study.core.samplers import ancestral_sample, ddim_invert, ddim_sample
+from diffusion_study.core.samplers import ddim_invert, ddim_sample, reverse_sampler
 from diffusion_study.eval.stats import mean_interval
 
-# name -> (label, sampler(model, x, times, extra_args, generator)); each makes one model call per step.
-SAMPLERS: dict[str, tuple[str, Callable]] = {
-    "ddpm": ("DDPM ancestral ($\\sigma_t^2 = \\beta_t$)",
-             lambda m, x, ts, extra, g: ancestral_sample(m, x, ts, extra, variance="beta", generator=g)),
-    "eta1": ("DDIM $\\eta = 1$ (DDPM, $\\tilde\\beta_t$)",
-             lambda m, x, ts, extra, g: ddim_sample(m, x, ts, extra, eta=1.0, generator=g)),
-    "eta0.5": ("DDIM $\\eta = 0.5$", lambda m, x, ts, extra, g: ddim_sample(m, x, ts, extra, eta=0.5, generator=g)),
-    "eta0": ("DDIM $\\eta = 0$", lambda m, x, ts, extra, g: ddim_sample(m, x, ts, extra, eta=0.0, generator=g)),
+# The chapter's samplers: names of `core.samplers.REVERSE_SAMPLERS` (each states its reverse variance) -> label.
+SAMPLERS: dict[str, str] = {
+    "ddpm-beta": "DDPM ancestral ($\\sigma_t^2 = \\beta_t$)",
+    "ddpm-beta-tilde": "DDPM ancestral ($\\tilde\\beta_t$, DDIM $\\eta = 1$)",
+    "ddim-eta0.5": "DDIM $\\eta = 0.5$",
+    "ddim": "DDIM $\\eta = 0$",
 }
 
 
 def run_sampler(name: str, model, x: Tensor, steps: int, extra_args: dict | None = None, generator=None):
-    """(samples shaped like x, seconds) of sampler `name` on `steps` evenly spaced steps of the model's schedule."""
-    sampler = SAMPLERS[choose("sampler", name, SAMPLERS)][1]
+    """(samples shaped like x, seconds) of reverse sampler `name` on `steps` evenly spaced steps of the model's schedule."""
+    sampler = reverse_sampler(name)
     times = model.process.schedule.grid(steps)
     started = time.perf_counter()
-    out = sampler(model, x, times, extra_args, generator)
+    out = sampler(model, x, times, extra_args, generator=generator)
     return out, time.perf_counter() - started
 
 
