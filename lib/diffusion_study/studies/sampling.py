@@ -19,6 +19,7 @@ from torch import Tensor
 
 from diffusion_study.core.ode import ode_solve
 from diffusion_study.core.samplers import ddim_invert, ddim_sample, reverse_sampler
+from diffusion_study.eval import verdicts as rules
 from diffusion_study.eval.stats import mean_interval
 
 # The chapter's samplers: names of `core.samplers.REVERSE_SAMPLERS` (each states its reverse variance) -> label.
@@ -190,3 +191,235 @@ def tile_images(rows: list[Tensor], pad: float = -1.0) -> Tensor:
     `pad` (-1: the background of images in [-1, 1])."""
     padded = [torch.cat([torch.nn.functional.pad(im, (1, 1, 1, 1), value=pad) for im in row], 1) for row in rows]
     return torch.cat(padded, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Digits models from the evidence store (chapter 5's DDPM, T = 1000)
+# ---------------------------------------------------------------------------------------------
+
+
+class StoredEnsemble(torch.nn.Module):
+    """Stored models, one per seed, as the chapter's ensemble: x0_hat(z [G, N, D], t) -> [G, N, D].
+
+    Member g sees z[g] reshaped to [N, *image_shape]; t is one time (0-dim) or of the batch shape [G, N]
+    (then member g sees t[g]). Unconditional: y must be None. event_dims = 1 (flat images)."""
+
+    event_dims = 1
+
+    def __init__(self, members, process, image_shape=(1, 8, 8)):
+        super().__init__()
+        self.members, self.process, self.image_shape = torch.nn.ModuleList(members), process, tuple(image_shape)
+
+    def batch_shape(self, z: Tensor) -> tuple[int, ...]:
+        return tuple(z.shape[:-1])
+
+    def forward(self, z: Tensor, t, y: Tensor | None = None) -> Tensor:
+        if y is not None:
+            raise ValueError("StoredEnsemble: the stored models are unconditional (no labels)")
+        if z.shape[0] != len(self.members):
+            raise ValueError(f"StoredEnsemble: z has {z.shape[0]} members, the ensemble {len(self.members)}")
+        t = torch.as_tensor(t)
+        out = [m(z[g].reshape(-1, *self.image_shape), t if t.ndim == 0 else t[g].reshape(-1))
+               for g, m in enumerate(self.members)]
+        return torch.stack(out).reshape(z.shape)
+
+
+def stored_digits_configs(n_seeds: int, T: int, logsnr_max: float, logsnr_min: float) -> list[dict] | None:
+    """The evidence store's DDPM digits configs (chapter 5, 4000 steps) of the first n_seeds seeds at these
+    settings, or None when the store was not trained at them (T, log-SNR ends) or has too few seeds."""
+    from diffusion_study.studies import evidence
+
+    configs = [c for c in evidence.CONFIGS if c["kind"] == "ddpm" and c["base"] == 16 and c["T"] == T
+               and c["logsnr_max"] == logsnr_max and c["logsnr_min"] == logsnr_min]
+    return configs[:n_seeds] if len(configs) >= n_seeds else None
+
+
+def load_stored_digits(configs: list[dict], store_dir=None):
+    """(stored Denoisers [G], bits/dim per seed [G] on the test split as stored) for the configs; FileNotFoundError
+    naming the missing model when the store lacks one."""
+    from diffusion_study.studies import evidence
+    from diffusion_study.training import store
+
+    store_dir = store_dir or evidence.STORE
+    models, bpd = [], []
+    for config in configs:
+        record = store.find(store_dir, config)
+        if record is None:
+            raise FileNotFoundError(f"{evidence.name_of(config)} is not in {store_dir}: run scripts/evidence.py, "
+                                    "or set digits_models = 'train'")
+        models.append(evidence.load_model(record))
+        bpd.append(record["results"]["bits_per_dim"])
+    return models, np.array(bpd)
+
+
+def on_process(models, process, ensemble: bool = True):
+    """The stored Denoisers' networks on another process of the same log-SNR (e.g. the T-step grid), as a
+    StoredEnsemble (or a list when ensemble is False)."""
+    from diffusion_study.core.denoiser import Denoiser
+
+    members = [Denoiser(m.net, process, prediction=m.prediction, clip=m.clip) for m in models]
+    return StoredEnsemble(members, process) if ensemble else members
+
+
+# ---------------------------------------------------------------------------------------------
+# L5: DDIM against DDPM, as ledger rows
+# ---------------------------------------------------------------------------------------------
+
+INVERSION_TOLERANCE = {"toy_exact": 0.01, "toy_trained": 0.05, "digits": 0.03}  # RMS: a tenth of the data's scale or finer
+
+
+def determinism_row(setting: str, run_a: Tensor, run_b: Tensor) -> dict:
+    """"DDIM (eta = 0) is deterministic": two runs from the same x_T with different generators, as an identity
+    row (largest absolute difference, tolerance 0: bitwise)."""
+    err = float((run_a.double() - run_b.double()).abs().max())
+    return rules.part(setting, rules.identity(err, 0.0), f"largest |difference| {err:.1e}", margin="= 0 (bitwise)")
+
+
+def l5_rows(sweeps: dict, baseline: dict, steps: list[int], threshold: float, factor: float = 1.0,
+            reference: str = "ddpm-beta-tilde") -> list[dict]:
+    """L5's empirical rows per data set {key: label}: sweeps[key] a Sweep, baseline[key] the per-seed quality [G]
+    of a baseline sampler (the Gaussian fit). Distances: lower is better; every effect a log-ratio per seed.
+
+    - "uses DDPM training unchanged": DDIM at the most steps, on the DDPM-trained network, beats the baseline:
+      log(baseline / DDIM) > log(1 + factor threshold);
+    - "matches DDPM at many steps": log(DDIM / DDPM) at the most steps within +-log(1 + factor threshold) (TOST)."""
+    cut, top, rows = math.log(1 + factor * threshold), max(steps), []
+    for key, sweep in sweeps.items():
+        rows.append(rules.judge_values(f"{key}: DDIM on the DDPM-trained network beats the Gaussian fit",
+                                       log_ratio(baseline[key], sweep.at("ddim", top)), cut, unit="log-ratio"))
+        rows.append(rules.judge_equivalence(f"{key}: DDIM matches DDPM at {top} steps",
+                                            log_ratio(sweep.at("ddim", top), sweep.at(reference, top)), cut,
+                                            unit="log-ratio"))
+    return rows
+
+
+def l5_extension_rows(sweeps: dict, few: int, threshold: float, factor: float = 1.0,
+                      reference: str = "ddpm-beta-tilde") -> list[dict]:
+    """The DDIM paper's claim (not the lecture notes'): DDIM beats DDPM at `few` steps, log(DDPM / DDIM) > log(1 + t)."""
+    cut = math.log(1 + factor * threshold)
+    return [rules.judge_values(f"{key}: DDIM beats DDPM at {few} steps (extension)",
+                               log_ratio(sweep.at(reference, few), sweep.at("ddim", few)), cut, unit="log-ratio")
+            for key, sweep in sweeps.items()]
+
+
+def verdict_of(rows: list[dict]) -> str:
+    """`combine` of the rows' classes, identities and empirical rows apart: an identity row that fails makes the
+    claim "contradicted", an inconclusive one "inconclusive"; verified identities add nothing."""
+    empirical = [r["verdict"] for r in rows if r["verdict"] not in rules.IDENTITY]
+    identities = [r["verdict"] for r in rows if r["verdict"] in rules.IDENTITY]
+    extra = [rules.CONTRADICTED if v == rules.FAILS else rules.INCONCLUSIVE for v in identities if v != rules.VERIFIED]
+    if not empirical and not extra:
+        return rules.SUPPORTED if identities else rules.NOT_TESTABLE
+    return rules.combine(empirical + extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# L6: guidance in 2D against the exact guided sampler
+# ---------------------------------------------------------------------------------------------
+
+
+def support_level(log_prob, reference: Tensor, mass: float) -> float:
+    """The log-density level below which lies `mass` of the law (its `mass` quantile over reference draws [M, D])."""
+    return float(torch.quantile(log_prob(reference.double()), mass))
+
+
+def out_of_support(log_prob, samples: Tensor, level: float) -> np.ndarray:
+    """Share of samples [G, N, D] whose log-density is below `level` (outside the support), per seed [G]."""
+    return (log_prob(samples.double()) < level).double().mean(-1).numpy()
+
+
+def coverage(samples: Tensor, labels: Tensor, held_out: list[Tensor], radius: list[float], keep: Tensor) -> np.ndarray:
+    """Share of each class's held-out points [M_c, D] with a kept (in-support) guided sample of that class within
+    radius[c], averaged over classes, per seed: samples [G, N, D], labels [G, N], keep [G, N] bool -> [G].
+    Samples outside the support never cover anything, so leaving it cannot raise coverage."""
+    out = np.zeros((samples.shape[0], len(held_out)))
+    for g in range(samples.shape[0]):
+        for c, ref in enumerate(held_out):
+            mine = samples[g][(labels[g] == c) & keep[g]].double()
+            if len(mine):
+                out[g, c] = (torch.cdist(ref.double(), mine).min(1).values < radius[c]).double().mean()
+    return out.mean(1)
+
+
+def coverage_radius(held_out: list[Tensor], fresh: list[Tensor]) -> list[float]:
+    """Per class, the median distance from a held-out point to its nearest fresh point of the class: a sampler
+    drawing as many points as `fresh` from the true class law covers about half of the held-out points."""
+    return [float(torch.cdist(h.double(), f.double()).min(1).values.median()) for h, f in zip(held_out, fresh)]
+
+
+def guidance_measures(samples: dict, labels: Tensor, posterior, log_prob, level: float, held_out, radius) -> dict:
+    """{method: {"precision", "out", "coverage"}: [scales, G]} from samples[(method, w)] [G, N, 2] in scale order.
+
+    precision: share of samples whose exact posterior's most probable class is the requested one; out: share
+    outside the support; coverage: `coverage` of the in-support samples."""
+    rec: dict = {}
+    for (method, _), x in samples.items():
+        predicted = posterior(x.reshape(-1, x.shape[-1])).argmax(-1).reshape(x.shape[:-1])
+        keep = log_prob(x.double()) >= level
+        r = rec.setdefault(method, {"precision": [], "out": [], "coverage": []})
+        r["precision"].append(precision(predicted, labels))
+        r["out"].append((~keep).double().mean(-1).numpy())
+        r["coverage"].append(coverage(x, labels, held_out, radius, keep))
+    return {m: {k: np.stack(v) for k, v in r.items()} for m, r in rec.items()}
+
+
+def largest_in_support_scale(measures: dict, scales: list[float], max_out: float) -> int:
+    """Index of the largest scale up to which every method's mean out-of-support share stays <= max_out (0 at least)."""
+    ok = [all(m["out"][i].mean() <= max_out for m in measures.values()) for i in range(len(scales))]
+    k = 0
+    while k + 1 < len(scales) and ok[k + 1]:
+        k += 1
+    return k
+
+
+def l6_rows(measures: dict, k: int, w_max: float, thresholds: dict, grad_error: np.ndarray,
+            factor: float = 1.0) -> list[dict]:
+    """L6's rows, judged from w = 0 to scale index k (w = w_max, the largest in support), per guidance method:
+
+    - precision rises by more than f * thresholds["precision"]; "not testable here" when precision at w = 0
+      already lies within that gain of 1 (at its ceiling: nothing left to rise);
+    - coverage falls by more than f * thresholds["coverage"] (relative);
+    - the trained classifier-free difference acts as grad log p(y | x): relative error per seed [G] below
+      f * thresholds["gradient"]."""
+    tp, tc, tg = (factor * thresholds[n] for n in ("precision", "coverage", "gradient"))
+    rows = []
+    for method, m in measures.items():
+        name = f"2D {method}, w = 0 to {w_max:g}"
+        p0 = m["precision"][0]
+        if k == 0:
+            rows.append(rules.part(f"{name}: precision rises", rules.NOT_TESTABLE, "no scale above 0 stays in the support"))
+        elif p0.mean() >= 1 - tp:
+            rows.append(rules.part(f"{name}: precision rises", rules.NOT_TESTABLE,
+                                   f"precision at w = 0 is {p0.mean():.3f}: at its ceiling"))
+        else:
+            rows.append(rules.judge_values(f"{name}: precision rises", m["precision"][k] - p0, tp, unit="share"))
+        if k == 0:
+            rows.append(rules.part(f"{name}: coverage falls", rules.NOT_TESTABLE, "no scale above 0 stays in the support"))
+        else:
+            fall = 1 - m["coverage"][k] / np.maximum(m["coverage"][0], 1e-12)
+            rows.append(rules.judge_values(f"{name}: coverage falls", fall, tc, unit="relative"))
+    rows.append(rules.judge_values("2D: trained cond-minus-uncond difference is grad log p(y | x)", grad_error, tg,
+                                   direction="below", unit="relative RMS error"))
+    return rows
+
+
+def gradient_errors(model, G: int, exact_grad_fn, classifier_grad_fn, points: Tensor, labels: Tensor, process, times,
+                    generator) -> dict:
+    """Relative RMS error per time and seed, {"classifier-free difference", "noisy classifier"}: [times, G], of the
+    trained cond-minus-uncond difference (`guidance_direction`) of a G-member ensemble and of a classifier's gradient
+    against the exact
+    grad log q_t(y | x), at x_t ~ q_t from `points` [N, D] with `labels` [N]. exact_grad_fn(z, y, alpha, sigma);
+    classifier_grad_fn(z [G, N, D], t, y [G, N])."""
+    from diffusion_study.core.guidance import guidance_direction
+
+    out = {"classifier-free difference": [], "noisy classifier": []}
+    for t in times:
+        t = torch.tensor(t, dtype=torch.float64)
+        alpha, sigma = process.alpha(t), process.sigma(t)
+        z = (alpha * points + sigma * torch.randn(points.shape, generator=generator, dtype=torch.float64)).float()
+        exact = exact_grad_fn(z, labels, alpha, sigma)
+        zg, yg = z.expand(G, -1, -1).contiguous(), labels.expand(G, -1).contiguous()
+        for key, est in (("classifier-free difference", guidance_direction(model, zg, t, yg)),
+                         ("noisy classifier", classifier_grad_fn(zg, t, yg))):
+            out[key].append([relative_rms(est[g], exact) for g in range(len(est))])
+    return {k: np.array(v) for k, v in out.items()}
