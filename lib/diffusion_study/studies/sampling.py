@@ -302,6 +302,19 @@ def l5_extension_rows(sweeps: dict, few: int, threshold: float, factor: float = 
             for key, sweep in sweeps.items()]
 
 
+def gate_rows(rows: list[dict], gates: dict) -> list[dict]:
+    """Rows whose setting starts with a key of gates {prefix: (passed, reason)} become "inadequate model" when that
+    gate failed, the reason added to their effect; identity rows and rows of no gate are kept."""
+    out = []
+    for row in rows:
+        gate = next((g for prefix, g in gates.items() if row["setting"].startswith(prefix)), None)
+        if gate is None or gate[0] or row["verdict"] in rules.IDENTITY:
+            out.append(row)
+        else:
+            out.append({**row, "verdict": rules.INADEQUATE, "effect": f"{row['effect']} ({gate[1]})"})
+    return out
+
+
 def verdict_of(rows: list[dict]) -> str:
     """`combine` of the rows' classes, identities and empirical rows apart: an identity row that fails makes the
     claim "contradicted", an inconclusive one "inconclusive"; verified identities add nothing."""
@@ -323,9 +336,14 @@ def support_level(log_prob, reference: Tensor, mass: float) -> float:
     return float(torch.quantile(log_prob(reference.double()), mass))
 
 
+def _log_density(log_prob, x: Tensor) -> Tensor:
+    """log_prob ([M, D] -> [M]) of x [*batch, D] -> [*batch]."""
+    return log_prob(x.double().reshape(-1, x.shape[-1])).reshape(x.shape[:-1])
+
+
 def out_of_support(log_prob, samples: Tensor, level: float) -> np.ndarray:
     """Share of samples [G, N, D] whose log-density is below `level` (outside the support), per seed [G]."""
-    return (log_prob(samples.double()) < level).double().mean(-1).numpy()
+    return (_log_density(log_prob, samples) < level).double().mean(-1).numpy()
 
 
 def coverage(samples: Tensor, labels: Tensor, held_out: list[Tensor], radius: list[float], keep: Tensor) -> np.ndarray:
@@ -355,7 +373,7 @@ def guidance_measures(samples: dict, labels: Tensor, posterior, log_prob, level:
     rec: dict = {}
     for (method, _), x in samples.items():
         predicted = posterior(x.reshape(-1, x.shape[-1])).argmax(-1).reshape(x.shape[:-1])
-        keep = log_prob(x.double()) >= level
+        keep = _log_density(log_prob, x) >= level
         r = rec.setdefault(method, {"precision": [], "out": [], "coverage": []})
         r["precision"].append(precision(predicted, labels))
         r["out"].append((~keep).double().mean(-1).numpy())

@@ -40,6 +40,7 @@ def quality_figure(sweeps: dict, floor: dict, panels: list[tuple[str, str, str]]
         ax.set(xscale="log", yscale="log", title=title, xlabel="network calls" if x == "nfe" else "wall time [s]",
                ylabel="energy distance" if data == "toy" else "Frechet distance")
         ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        ax.yaxis.set_minor_formatter(plt.NullFormatter())  # 3x10^1 and 4x10^1 ran into each other
     handles = {h.get_label(): h for ax in np.atleast_1d(axes) for h in ax.get_legend_handles_labels()[0]}
     fig.legend(list(handles.values()), list(handles), loc="outside upper center", ncol=3, fontsize=8)
     return fig
