@@ -381,11 +381,12 @@ def guidance_measures(samples: dict, labels: Tensor, posterior, log_prob, level:
     return {m: {k: np.stack(v) for k, v in r.items()} for m, r in rec.items()}
 
 
-def largest_in_support_scale(measures: dict, scales: list[float], max_out: float) -> int:
-    """Index of the largest scale up to which every method's mean out-of-support share stays <= max_out (0 at least)."""
-    ok = [all(m["out"][i].mean() <= max_out for m in measures.values()) for i in range(len(scales))]
+def largest_in_support_scale(measures: dict, scales: list[float], max_out: float, reference: str = "exact") -> int:
+    """Index of the largest scale up to which the `reference` sampler's (the exact guided sampler's) mean share of
+    samples outside the support stays <= max_out (0 at least): the scales where guidance itself stays on the data."""
+    out = measures[reference]["out"]
     k = 0
-    while k + 1 < len(scales) and ok[k + 1]:
+    while k + 1 < len(scales) and out[k + 1].mean() <= max_out:
         k += 1
     return k
 
