@@ -442,3 +442,31 @@ def gradient_errors(model, G: int, exact_grad_fn, classifier_grad_fn, points: Te
                          ("noisy classifier", classifier_grad_fn(zg, t, yg))):
             out[key].append([relative_rms(est[g], exact) for g in range(len(est))])
     return {k: np.array(v) for k, v in out.items()}
+
+
+def noisy_classifiers(make, process, data: tuple[Tensor, Tensor], G: int, *, steps: int, seed: int,
+                      init_seed: int, batch_size: int = 256, lr: float = 3e-3):
+    """G noise-conditional classifiers p_phi(y | x_t, t) (`nets.classifiers.noisy_classifier_loss` on `process`),
+    member g initialised after torch.manual_seed(init_seed + g) and trained with seed + g; their EMA copies as one
+    `MemberStack` (forward(z [G, B, D], t) -> logits [G, B, K])."""
+    from diffusion_study.nets.classifiers import MemberStack, noisy_classifier_loss
+    from diffusion_study.training.loop import train
+
+    members = []
+    for g in range(G):
+        torch.manual_seed(init_seed + g)
+        members.append(train(make(), lambda m, b, gn: noisy_classifier_loss(m, process, b, gn), data, steps=steps,
+                             batch_size=batch_size, lr=lr, seed=seed + g, progress=False).ema)
+    return MemberStack(members)
+
+
+def bayes_identity_error(exact_model, exact_grad_fn, points: Tensor, labels: Tensor, process, t: float,
+                         generator) -> float:
+    """Largest |cond-minus-uncond difference of the exact denoisers - grad log q_t(y | x)| at x_t ~ q_t(. | points)
+    [N, D] with labels [N]: Bayes' rule makes it zero, so it can only find a bug. exact_grad_fn(z, y, alpha, sigma)."""
+    from diffusion_study.core.guidance import guidance_direction
+
+    t = torch.tensor(t, dtype=torch.float64)
+    alpha, sigma = process.alpha(t), process.sigma(t)
+    z = (alpha * points + sigma * torch.randn(points.shape, generator=generator, dtype=torch.float64)).float()
+    return float((guidance_direction(exact_model, z, t, labels) - exact_grad_fn(z, labels, alpha, sigma)).abs().max())
