@@ -26,6 +26,13 @@ def _log_bars(ax, x, per_seed, **kw):
     ax.errorbar(x, mean, yerr=log_errorbar(mean, [i.half_width for i in iv]), capsize=2, **kw)
 
 
+def _share_arms(intervals) -> np.ndarray:
+    """[2, K] error-bar arms of intervals of shares, cut at 0 and 1 (a share cannot leave [0, 1])."""
+    mean = np.array([i.mean for i in intervals])
+    half = np.array([i.half_width for i in intervals])
+    return np.stack([np.minimum(half, np.maximum(mean, 0)), np.minimum(half, np.maximum(1 - mean, 0))])
+
+
 def quality_figure(sweeps: dict, floor: dict, panels: list[tuple[str, str, str]], labels: dict, x: str = "nfe"):
     """Sample quality (lower is better) against network calls (x = "nfe") or wall time ("seconds"), one panel per
     (sweep key, title, floor key); grey band: the floor (fresh data), lines: reverse samplers, dotted: PF-ODE."""
@@ -99,17 +106,16 @@ def likelihood_figure(toy_rows: dict, digit_rows: dict):
 def tradeoff_figure(measures: dict, scales: list[float], k: int, max_out: float):
     """Left: precision against coverage as w grows, per method (mean over seeds, 95% intervals), only the scales
     up to index k (in support); the largest w marked at each curve's end in the legend, not on the data.
-    Right: share of samples outside the support against w, the limit dotted."""
+    Right: share of samples outside the support against w, the limit dotted. Intervals of shares are cut at 0 and 1."""
     fig, axes = plt.subplots(1, 2, figsize=figsize(3.0))
     markers = {"classifier-free": "o", "classifier": "s", "exact": "^"}
     for method, m in measures.items():
         p = [mean_interval(v) for v in m["precision"][: k + 1]]
         c = [mean_interval(v) for v in m["coverage"][: k + 1]]
-        line = axes[0].errorbar([i.mean for i in c], [i.mean for i in p], xerr=[i.half_width for i in c],
-                                yerr=[i.half_width for i in p], marker=markers[method], ms=4, capsize=2,
-                                label=f"{method} (w = 0 to {scales[k]:g})")
+        line = axes[0].errorbar([i.mean for i in c], [i.mean for i in p], xerr=_share_arms(c), yerr=_share_arms(p),
+                                marker=markers[method], ms=4, capsize=2, label=f"{method} (w = 0 to {scales[k]:g})")
         o = [mean_interval(v) for v in m["out"]]
-        axes[1].errorbar(scales, [i.mean for i in o], yerr=[i.half_width for i in o], marker=markers[method], ms=4,
+        axes[1].errorbar(scales, [i.mean for i in o], yerr=_share_arms(o), marker=markers[method], ms=4,
                          capsize=2, color=line.lines[0].get_color())
     axes[1].axhline(max_out, color="grey", ls=":", lw=0.8)
     axes[0].set(xlabel="coverage of the class", ylabel="precision")
