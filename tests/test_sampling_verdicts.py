@@ -174,3 +174,18 @@ def test_no_scale_in_support_leaves_the_guidance_parts_not_testable():
     m = {"exact": _measures([0.8, 0.8, 0.8], [0.9, 0.9, 0.9], [0.5] * 3, [0.4] * 3)}
     rows = study.l6_rows(m, 0, 0.0, THRESHOLDS, np.array([0.1, 0.1, 0.1]))
     assert [r["verdict"] for r in rows[:2]] == [rules.NOT_TESTABLE] * 2
+
+
+def test_the_exact_denoisers_difference_is_the_class_posterior_gradient_by_bayes_rule():
+    from diffusion_study.data.toy2d import class_score, conditional_denoiser, gaussian_ring
+
+    mix = gaussian_ring()
+    proc = GaussianForward(discrete_schedule("logsnr_cosine", 1000, logsnr_max=8.0, logsnr_min=-10.0))
+    g = torch.Generator().manual_seed(0)
+    points = mix.sample(50, g).repeat(3, 1)
+    labels = torch.arange(3).repeat_interleave(50)
+    exact = lambda z, y, a, s: class_score(mix, z, y, a, s)  # noqa: E731
+    err = study.bayes_identity_error(conditional_denoiser(mix, proc), exact, points, labels, proc, 0.3, g)
+    assert err < 1e-3
+    wrong = lambda z, y, a, s: 1.1 * class_score(mix, z, y, a, s)  # noqa: E731  a 10% error is found
+    assert study.bayes_identity_error(conditional_denoiser(mix, proc), wrong, points, labels, proc, 0.3, g) > 1e-2

@@ -55,14 +55,17 @@ def quality_figure(sweeps: dict, floor: dict, panels: list[tuple[str, str, str]]
 
 def samples_figure(toy: list[tuple[str, torch.Tensor]], digit_rows: list[torch.Tensor], row_labels: list[str],
                    color: dict[str, str]):
-    """Top: 2D samples [N, 2] per (title, samples), in a fixed frame, the count outside it in the title;
+    """Top: 2D samples [N, 2] per (title, samples), in a fixed frame; points outside it drawn on its edge as crosses,
+    their count in the title;
     bottom: rows of digit images [C, 8, 8] in [-1, 1] tiled, labelled."""
-    fig = plt.figure(figsize=figsize(4.4))
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.2])
+    fig = plt.figure(figsize=figsize(4.0))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.5])
     axes = top.subplots(1, len(toy), sharex=True, sharey=True)
     for ax, (title, x) in zip(np.atleast_1d(axes), toy):
-        outside = int((x.abs() > 4).any(-1).sum())
-        ax.scatter(*x.clamp(-4, 4).T, s=1, alpha=0.4, color=color[title.split()[0]])
+        out = (x.abs() > 4).any(-1)
+        outside = int(out.sum())
+        ax.scatter(*x[~out].T, s=1, alpha=0.4, color=color[title.split()[0]])
+        ax.scatter(*x[out].clamp(-4, 4).T, s=10, marker="x", color=color[title.split()[0]])
         ax.set(title=title + (f"\n{outside} outside" if outside else ""), xlim=(-4, 4), ylim=(-4, 4), aspect="equal",
                xticks=[], yticks=[])
         ax.title.set_fontsize(8)
