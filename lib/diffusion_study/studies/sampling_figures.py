@@ -130,7 +130,7 @@ def tradeoff_figure(measures: dict, scales: list[float], k: int, max_out: float)
 def guided_samples_figure(samples: dict, labels: torch.Tensor, scales: list[float], lim: float = 4.0):
     """Classifier-free guided 2D samples per scale (samples[w] [N, 2], labels [N] the requested classes), in a
     fixed frame; points outside it drawn on its edge as crosses, their count in the title."""
-    fig, axes = plt.subplots(1, len(scales), figsize=figsize(6.7 / len(scales) + 0.7), sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, len(scales), figsize=figsize(6.7 / len(scales) + 0.4), sharex=True, sharey=True)
     for ax, w in zip(np.atleast_1d(axes), scales):
         x = samples[w]
         out = (x.abs() > lim).any(-1)
