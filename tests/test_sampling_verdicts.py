@@ -71,10 +71,12 @@ def test_on_process_moves_the_networks_to_the_t_step_grid_of_the_same_log_snr():
     assert all(m.net is s.net for m, s in zip(ens.members, stored))  # the same weights
 
 
-def test_ddim_determinism_is_an_identity_checked_bitwise():
+def test_ddim_determinism_is_an_identity_checked_bitwise_and_named_so():
     x = torch.randn(2, 5, 3)
-    assert study.determinism_row("2D", x, x.clone())["verdict"] == rules.VERIFIED
-    assert study.determinism_row("2D", x, x + 1e-7)["verdict"] == rules.FAILS
+    same, differs = study.determinism_row("2D", x, x.clone()), study.determinism_row("2D", x, x + 1e-7)
+    assert same["verdict"] == rules.SUPPORTED and same["setting"] == "2D (identity check)"
+    assert differs["verdict"] == rules.CONTRADICTED and "e-07" in differs["effect"]
+    assert study.gate_rows([same], {"2D": (False, "bad model")}) == [same]  # an identity holds whatever the model
 
 
 def test_ddim_matching_ddpm_at_many_steps_is_an_equivalence_and_can_be_inconclusive():

@@ -268,11 +268,19 @@ def on_process(models, process, ensemble: bool = True):
 INVERSION_TOLERANCE = {"toy_exact": 0.01, "toy_trained": 0.05, "digits": 0.03}  # RMS: a tenth of the data's scale or finer
 
 
+IDENTITY_CHECK = " (identity check)"  # marks a row whose verdict comes from an identity, not from an interval
+_AS_EMPIRICAL = {rules.VERIFIED: rules.SUPPORTED, rules.FAILS: rules.CONTRADICTED,
+                 rules.IDENTITY_INCONCLUSIVE: rules.INCONCLUSIVE}
+
+
 def determinism_row(setting: str, run_a: Tensor, run_b: Tensor) -> dict:
-    """"DDIM (eta = 0) is deterministic": two runs from the same x_T with different generators, as an identity
-    row (largest absolute difference, tolerance 0: bitwise)."""
+    """"DDIM (eta = 0) is deterministic": two runs from the same x_T with different generators, checked as an
+    identity (largest absolute difference, tolerance 0: bitwise). The ledger combines a claim's parts with one
+    rule and cannot mix identity classes with empirical ones, so the row carries the identity's outcome as the
+    claim's class (verified -> supported, fails -> contradicted) and says it is an identity check."""
     err = float((run_a.double() - run_b.double()).abs().max())
-    return rules.part(setting, rules.identity(err, 0.0), f"largest |difference| {err:.1e}", margin="= 0 (bitwise)")
+    verdict = _AS_EMPIRICAL[rules.identity(err, 0.0)]
+    return rules.part(setting + IDENTITY_CHECK, verdict, f"largest |difference| {err:.1e}", margin="= 0 (bitwise)")
 
 
 def l5_rows(sweeps: dict, baseline: dict, steps: list[int], threshold: float, factor: float = 1.0,
@@ -304,11 +312,12 @@ def l5_extension_rows(sweeps: dict, few: int, threshold: float, factor: float = 
 
 def gate_rows(rows: list[dict], gates: dict) -> list[dict]:
     """Rows whose setting starts with a key of gates {prefix: (passed, reason)} become "inadequate model" when that
-    gate failed, the reason added to their effect; identity rows and rows of no gate are kept."""
+    gate failed, the reason added to their effect; identity checks (which hold or fail whatever the model's
+    quality) and rows of no gate are kept."""
     out = []
     for row in rows:
         gate = next((g for prefix, g in gates.items() if row["setting"].startswith(prefix)), None)
-        if gate is None or gate[0] or row["verdict"] in rules.IDENTITY:
+        if gate is None or gate[0] or row["verdict"] in rules.IDENTITY or IDENTITY_CHECK in row["setting"]:
             out.append(row)
         else:
             out.append({**row, "verdict": rules.INADEQUATE, "effect": f"{row['effect']} ({gate[1]})"})
