@@ -17,6 +17,7 @@ from diffusion_study.studies.sampling import tile_images
 
 COLORS = {"ddpm-beta": "C3", "ddpm-beta-tilde": "C1", "ddim-eta0.5": "C2", "ddim": "C0", "dopri5": "C4", "rk4": "C5"}
 ODE_LABELS = {"dopri5": "PF-ODE, dopri5", "rk4": "PF-ODE, RK4"}
+INVERSION_LABELS = {"toy_exact": "2D, exact denoiser", "toy_trained": "2D, trained", "digits": "digits"}
 
 
 def _log_bars(ax, x, per_seed, **kw):
@@ -81,7 +82,7 @@ def inversion_figure(inversion: dict, steps: dict, tolerance: dict):
     inversion[key] [K, G]); dotted: the tolerances."""
     fig, ax = plt.subplots(figsize=figsize(2.6))
     for (key, err), color in zip(inversion.items(), ("C0", "C1", "C2")):
-        _log_bars(ax, steps[key], err, marker="o", color=color, label=key.replace("_", ", "))
+        _log_bars(ax, steps[key], err, marker="o", color=color, label=INVERSION_LABELS.get(key, key))
         ax.axhline(tolerance[key], color=color, ls=":", lw=0.8)
     ax.set(xscale="log", yscale="log", xlabel="DDIM steps (encode and decode)", ylabel="RMS reconstruction error")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center", ncol=3, fontsize=8)
@@ -101,7 +102,8 @@ def likelihood_figure(toy_rows: dict, digit_rows: dict):
                          label=label, color=f"C{i + 3}")
     axes[0].set(xlabel="seed", ylabel="nats per point", title="2D mixture")
     axes[1].set(xlabel="seed", ylabel="bits/dim", title="digits")
-    for ax in axes:
+    for ax, n in zip(axes, (len(next(iter(toy_rows.values()))), len(next(iter(digit_rows.values()))[0]))):
+        ax.set_xticks(range(n))  # seeds are whole numbers
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=1)
     return fig
 
