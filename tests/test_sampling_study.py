@@ -20,6 +20,8 @@ from diffusion_study.core.samplers import (
     ddim_sample,
     ddpm_sample,
     get_sampler,
+    REVERSE_SAMPLERS,
+    reverse_sampler,
 )
 from diffusion_study.core.schedules import discrete_schedule
 from diffusion_study.data.toy2d import (
@@ -124,7 +126,7 @@ def test_bad_inputs_get_one_clear_message_each():
     identity = conditional_denoiser(two_gaussians(), proc)
     with pytest.raises(ValueError, match=r"unknown sampler 'euler'; valid choices: 'ddpm', 'ddim'"):
         get_sampler("euler")
-    with pytest.raises(ValueError, match=r"unknown sampler 'heun'; valid choices"):
+    with pytest.raises(ValueError, match=r"unknown reverse sampler 'heun'; valid names: ddpm-beta, ddpm-beta-tilde"):
         study.run_sampler("heun", identity, torch.zeros(1, 2), 5)
     for steps, message in ((0, "steps must be a positive integer"), (-2, "steps must be a positive integer"),
                            (T + 1, f"steps must be at most T={T}")):
@@ -191,7 +193,7 @@ def test_chapter_helpers():
     reference = mix.sample(500, torch.Generator().manual_seed(8))
     distance = study.EnergyDistanceTo(reference)
     sweep = study.sampler_sweep(mix.denoiser(proc), torch.randn(2, 50, 2), [5, 10], distance)
-    assert sweep.at("eta0", 10).shape == (2,) and sweep.nfe["ddpm"] == [5, 10]
+    assert sweep.at("ddim", 10).shape == (2,) and sweep.nfe["ddpm-beta"] == [5, 10]
     x = torch.randn(3, 40, 2)
     np.testing.assert_allclose(distance(x), energy_distance(x, reference).numpy(), rtol=1e-10)
     errors = study.inversion_error(mix.denoiser(proc), mix.sample(40, torch.Generator()).reshape(2, 20, 2), [5, 50])
@@ -206,3 +208,21 @@ def test_classifier_guidance_of_a_conditional_network_uses_its_null_label():
     z, t, y = torch.randn(6, 2), torch.tensor(0.5), torch.randint(0, 3, (6,))
     flat = lambda z_, time: 0 * z_[..., :1].expand(z_.shape[:-1] + (3,))  # noqa: E731  uniform: zero gradient
     torch.testing.assert_close(ClassifierGuidance(model, flat, 4.0)(z, t, y), model(z, t, torch.full((6,), 3)))
+
+
+def test_reverse_sampler_registry_names_state_the_variance_and_match_the_samplers():
+    """ddpm-beta-tilde is DDIM at eta = 1, ddpm-beta the ancestral sampler with beta_t, ddim eta = 0; the same
+    generator gives the same draw through the registry as through the functions."""
+    proc = GaussianForward(discrete_schedule("cosine", 100))
+    model = conditional_denoiser(two_gaussians(), proc)
+    x, times = torch.randn(4, 2, generator=torch.Generator().manual_seed(0)), proc.schedule.grid(10)
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    direct = {"ddpm-beta": ancestral_sample(model, x, times, variance="beta", generator=g()),
+              "ddpm-beta-tilde": ddim_sample(model, x, times, eta=1.0, generator=g()),
+              "ddim-eta0.5": ddim_sample(model, x, times, eta=0.5, generator=g()),
+              "ddim": ddim_sample(model, x, times, eta=0.0)}
+    assert set(REVERSE_SAMPLERS) == set(direct)
+    for name, expected in direct.items():
+        assert torch.equal(reverse_sampler(name)(model, x, times, generator=g()), expected), name
+    with pytest.raises(ValueError, match="valid names: ddpm-beta, ddpm-beta-tilde, ddim-eta0.5, ddim"):
+        reverse_sampler("ddpm")

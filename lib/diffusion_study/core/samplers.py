@@ -164,6 +164,34 @@ def ancestral_sample(model, x: Tensor, times, extra_args: dict | None = None, ca
     return z
 
 
+def _ddim_half(model, x: Tensor, times, extra_args: dict | None = None, callback=None, *, generator=None) -> Tensor:
+    return ddim_sample(model, x, times, extra_args, callback, eta=0.5, generator=generator)
+
+
+def _ddim(model, x: Tensor, times, extra_args: dict | None = None, callback=None, *, generator=None) -> Tensor:
+    return ddim_sample(model, x, times, extra_args, callback, eta=0.0, generator=generator)
+
+
+def _ddpm_beta(model, x: Tensor, times, extra_args: dict | None = None, callback=None, *, generator=None) -> Tensor:
+    return ancestral_sample(model, x, times, extra_args, callback, variance="beta", generator=generator)
+
+
+# The reverse samplers by a name that states their reverse variance, all with the signature
+# sample(model, x, times, extra_args=None, callback=None, *, generator=None) -> z at times[-1]:
+#   ddpm-beta        DDPM ancestral, sigma_t^2 = beta_t (Ho et al.'s larger variance; Song et al.'s sigma-hat)
+#   ddpm-beta-tilde  DDPM ancestral, sigma_t^2 = beta~_t, the posterior variance (= DDIM with eta = 1)
+#   ddim-eta0.5      DDIM with eta = 0.5: half the posterior standard deviation
+#   ddim             DDIM with eta = 0: no noise, deterministic given x_T
+REVERSE_SAMPLERS = {"ddpm-beta": _ddpm_beta, "ddpm-beta-tilde": ddpm_sample, "ddim-eta0.5": _ddim_half, "ddim": _ddim}
+
+
+def reverse_sampler(name: str):
+    """The sampler of `REVERSE_SAMPLERS` called `name`; ValueError listing the valid names otherwise."""
+    if name not in REVERSE_SAMPLERS:
+        raise ValueError(f"unknown reverse sampler {name!r}; valid names: {', '.join(REVERSE_SAMPLERS)}")
+    return REVERSE_SAMPLERS[name]
+
+
 @torch.no_grad()
 def ddim_invert(model, x: Tensor, times, extra_args: dict | None = None, callback=None) -> Tensor:
     """DDIM inversion (Song et al. 2021, sec. 4.3: eq. 12 with eta = 0 run from data to noise): the latent

@@ -17,28 +17,26 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffusion_study.base.args import choose
 from diffusion_study.core.ode import ode_solve
-from diffusion_study.core.samplers import ancestral_sample, ddim_invert, ddim_sample
+from diffusion_study.core.samplers import ddim_invert, ddim_sample, reverse_sampler
+from diffusion_study.eval import verdicts as rules
 from diffusion_study.eval.stats import mean_interval
 
-# name -> (label, sampler(model, x, times, extra_args, generator)); each makes one model call per step.
-SAMPLERS: dict[str, tuple[str, Callable]] = {
-    "ddpm": ("DDPM ancestral ($\\sigma_t^2 = \\beta_t$)",
-             lambda m, x, ts, extra, g: ancestral_sample(m, x, ts, extra, variance="beta", generator=g)),
-    "eta1": ("DDIM $\\eta = 1$ (DDPM, $\\tilde\\beta_t$)",
-             lambda m, x, ts, extra, g: ddim_sample(m, x, ts, extra, eta=1.0, generator=g)),
-    "eta0.5": ("DDIM $\\eta = 0.5$", lambda m, x, ts, extra, g: ddim_sample(m, x, ts, extra, eta=0.5, generator=g)),
-    "eta0": ("DDIM $\\eta = 0$", lambda m, x, ts, extra, g: ddim_sample(m, x, ts, extra, eta=0.0, generator=g)),
+# The chapter's samplers: names of `core.samplers.REVERSE_SAMPLERS` (each states its reverse variance) -> label.
+SAMPLERS: dict[str, str] = {
+    "ddpm-beta": "DDPM ancestral ($\\sigma_t^2 = \\beta_t$)",
+    "ddpm-beta-tilde": "DDPM ancestral ($\\tilde\\beta_t$, DDIM $\\eta = 1$)",
+    "ddim-eta0.5": "DDIM $\\eta = 0.5$",
+    "ddim": "DDIM $\\eta = 0$",
 }
 
 
 def run_sampler(name: str, model, x: Tensor, steps: int, extra_args: dict | None = None, generator=None):
-    """(samples shaped like x, seconds) of sampler `name` on `steps` evenly spaced steps of the model's schedule."""
-    sampler = SAMPLERS[choose("sampler", name, SAMPLERS)][1]
+    """(samples shaped like x, seconds) of reverse sampler `name` on `steps` evenly spaced steps of the model's schedule."""
+    sampler = reverse_sampler(name)
     times = model.process.schedule.grid(steps)
     started = time.perf_counter()
-    out = sampler(model, x, times, extra_args, generator)
+    out = sampler(model, x, times, extra_args, generator=generator)
     return out, time.perf_counter() - started
 
 
@@ -193,3 +191,291 @@ def tile_images(rows: list[Tensor], pad: float = -1.0) -> Tensor:
     `pad` (-1: the background of images in [-1, 1])."""
     padded = [torch.cat([torch.nn.functional.pad(im, (1, 1, 1, 1), value=pad) for im in row], 1) for row in rows]
     return torch.cat(padded, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Digits models from the evidence store (chapter 5's DDPM, T = 1000)
+# ---------------------------------------------------------------------------------------------
+
+
+class StoredEnsemble(torch.nn.Module):
+    """Stored models, one per seed, as the chapter's ensemble: x0_hat(z [G, N, D], t) -> [G, N, D].
+
+    Member g sees z[g] reshaped to [N, *image_shape]; t is one time (0-dim) or of the batch shape [G, N]
+    (then member g sees t[g]). Unconditional: y must be None. event_dims = 1 (flat images)."""
+
+    event_dims = 1
+
+    def __init__(self, members, process, image_shape=(1, 8, 8)):
+        super().__init__()
+        self.members, self.process, self.image_shape = torch.nn.ModuleList(members), process, tuple(image_shape)
+
+    def batch_shape(self, z: Tensor) -> tuple[int, ...]:
+        return tuple(z.shape[:-1])
+
+    def forward(self, z: Tensor, t, y: Tensor | None = None) -> Tensor:
+        if y is not None:
+            raise ValueError("StoredEnsemble: the stored models are unconditional (no labels)")
+        if z.shape[0] != len(self.members):
+            raise ValueError(f"StoredEnsemble: z has {z.shape[0]} members, the ensemble {len(self.members)}")
+        t = torch.as_tensor(t)
+        out = [m(z[g].reshape(-1, *self.image_shape), t if t.ndim == 0 else t[g].reshape(-1))
+               for g, m in enumerate(self.members)]
+        return torch.stack(out).reshape(z.shape)
+
+
+def stored_digits_configs(n_seeds: int, T: int, logsnr_max: float, logsnr_min: float) -> list[dict] | None:
+    """The evidence store's DDPM digits configs (chapter 5, 4000 steps) of the first n_seeds seeds at these
+    settings, or None when the store was not trained at them (T, log-SNR ends) or has too few seeds."""
+    from diffusion_study.studies import evidence
+
+    configs = [c for c in evidence.CONFIGS if c["kind"] == "ddpm" and c["base"] == 16 and c["T"] == T
+               and c["logsnr_max"] == logsnr_max and c["logsnr_min"] == logsnr_min]
+    return configs[:n_seeds] if len(configs) >= n_seeds else None
+
+
+def load_stored_digits(configs: list[dict], store_dir=None):
+    """(stored Denoisers [G], bits/dim per seed [G] on the test split as stored) for the configs; FileNotFoundError
+    naming the missing model when the store lacks one."""
+    from diffusion_study.studies import evidence
+    from diffusion_study.training import store
+
+    store_dir = store_dir or evidence.STORE
+    models, bpd = [], []
+    for config in configs:
+        record = store.find(store_dir, config)
+        if record is None:
+            raise FileNotFoundError(f"{evidence.name_of(config)} is not in {store_dir}: run scripts/evidence.py, "
+                                    "or set digits_models = 'train'")
+        models.append(evidence.load_model(record))
+        bpd.append(record["results"]["bits_per_dim"])
+    return models, np.array(bpd)
+
+
+def on_process(models, process, ensemble: bool = True):
+    """The stored Denoisers' networks on another process of the same log-SNR (e.g. the T-step grid), as a
+    StoredEnsemble (or a list when ensemble is False)."""
+    from diffusion_study.core.denoiser import Denoiser
+
+    members = [Denoiser(m.net, process, prediction=m.prediction, clip=m.clip) for m in models]
+    return StoredEnsemble(members, process) if ensemble else members
+
+
+# ---------------------------------------------------------------------------------------------
+# L5: DDIM against DDPM, as ledger rows
+# ---------------------------------------------------------------------------------------------
+
+INVERSION_TOLERANCE = {"toy_exact": 0.01, "toy_trained": 0.05, "digits": 0.03}  # RMS: a tenth of the data's scale or finer
+
+
+IDENTITY_CHECK = " (identity check)"  # marks a row whose verdict comes from an identity, not from an interval
+_AS_EMPIRICAL = {rules.VERIFIED: rules.SUPPORTED, rules.FAILS: rules.CONTRADICTED,
+                 rules.IDENTITY_INCONCLUSIVE: rules.INCONCLUSIVE}
+
+
+def determinism_row(setting: str, run_a: Tensor, run_b: Tensor) -> dict:
+    """"DDIM (eta = 0) is deterministic": two runs from the same x_T with different generators, checked as an
+    identity (largest absolute difference, tolerance 0: bitwise). The ledger combines a claim's parts with one
+    rule and cannot mix identity classes with empirical ones, so the row carries the identity's outcome as the
+    claim's class (verified -> supported, fails -> contradicted) and says it is an identity check."""
+    err = float((run_a.double() - run_b.double()).abs().max())
+    verdict = _AS_EMPIRICAL[rules.identity(err, 0.0)]
+    return rules.part(setting + IDENTITY_CHECK, verdict, f"largest |difference| {err:.1e}", margin="= 0 (bitwise)")
+
+
+def l5_rows(sweeps: dict, baseline: dict, steps: list[int], threshold: float, factor: float = 1.0,
+            reference: str = "ddpm-beta-tilde") -> list[dict]:
+    """L5's empirical rows per data set {key: label}: sweeps[key] a Sweep, baseline[key] the per-seed quality [G]
+    of a baseline sampler (the Gaussian fit). Distances: lower is better; every effect a log-ratio per seed.
+
+    - "uses DDPM training unchanged": DDIM at the most steps, on the DDPM-trained network, beats the baseline:
+      log(baseline / DDIM) > log(1 + factor threshold);
+    - "matches DDPM at many steps": log(DDIM / DDPM) at the most steps within +-log(1 + factor threshold) (TOST)."""
+    cut, top, rows = math.log(1 + factor * threshold), max(steps), []
+    for key, sweep in sweeps.items():
+        rows.append(rules.judge_values(f"{key}: DDIM on the DDPM-trained network beats the Gaussian fit",
+                                       log_ratio(baseline[key], sweep.at("ddim", top)), cut, unit="log-ratio"))
+        rows.append(rules.judge_equivalence(f"{key}: DDIM matches DDPM at {top} steps",
+                                            log_ratio(sweep.at("ddim", top), sweep.at(reference, top)), cut,
+                                            unit="log-ratio"))
+    return rows
+
+
+def l5_extension_rows(sweeps: dict, few: int, threshold: float, factor: float = 1.0,
+                      reference: str = "ddpm-beta-tilde") -> list[dict]:
+    """The DDIM paper's claim (not the lecture notes'): DDIM beats DDPM at `few` steps, log(DDPM / DDIM) > log(1 + t)."""
+    cut = math.log(1 + factor * threshold)
+    return [rules.judge_values(f"{key}: DDIM beats DDPM at {few} steps (extension)",
+                               log_ratio(sweep.at(reference, few), sweep.at("ddim", few)), cut, unit="log-ratio")
+            for key, sweep in sweeps.items()]
+
+
+def gate_rows(rows: list[dict], gates: dict) -> list[dict]:
+    """Rows whose setting starts with a key of gates {prefix: (passed, reason)} become "inadequate model" when that
+    gate failed, the reason added to their effect; identity checks (which hold or fail whatever the model's
+    quality) and rows of no gate are kept."""
+    out = []
+    for row in rows:
+        gate = next((g for prefix, g in gates.items() if row["setting"].startswith(prefix)), None)
+        if gate is None or gate[0] or row["verdict"] in rules.IDENTITY or IDENTITY_CHECK in row["setting"]:
+            out.append(row)
+        else:
+            out.append({**row, "verdict": rules.INADEQUATE, "effect": f"{row['effect']} ({gate[1]})"})
+    return out
+
+
+def verdict_of(rows: list[dict]) -> str:
+    """`combine` of the rows' classes, identities and empirical rows apart: an identity row that fails makes the
+    claim "contradicted", an inconclusive one "inconclusive"; verified identities add nothing."""
+    empirical = [r["verdict"] for r in rows if r["verdict"] not in rules.IDENTITY]
+    identities = [r["verdict"] for r in rows if r["verdict"] in rules.IDENTITY]
+    extra = [rules.CONTRADICTED if v == rules.FAILS else rules.INCONCLUSIVE for v in identities if v != rules.VERIFIED]
+    if not empirical and not extra:
+        return rules.SUPPORTED if identities else rules.NOT_TESTABLE
+    return rules.combine(empirical + extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# L6: guidance in 2D against the exact guided sampler
+# ---------------------------------------------------------------------------------------------
+
+
+def support_level(log_prob, reference: Tensor, mass: float) -> float:
+    """The log-density level below which lies `mass` of the law (its `mass` quantile over reference draws [M, D])."""
+    return float(torch.quantile(log_prob(reference.double()), mass))
+
+
+def _log_density(log_prob, x: Tensor) -> Tensor:
+    """log_prob ([M, D] -> [M]) of x [*batch, D] -> [*batch]."""
+    return log_prob(x.double().reshape(-1, x.shape[-1])).reshape(x.shape[:-1])
+
+
+def out_of_support(log_prob, samples: Tensor, level: float) -> np.ndarray:
+    """Share of samples [G, N, D] whose log-density is below `level` (outside the support), per seed [G]."""
+    return (_log_density(log_prob, samples) < level).double().mean(-1).numpy()
+
+
+def coverage(samples: Tensor, labels: Tensor, held_out: list[Tensor], radius: list[float], keep: Tensor) -> np.ndarray:
+    """Share of each class's held-out points [M_c, D] with a kept (in-support) guided sample of that class within
+    radius[c], averaged over classes, per seed: samples [G, N, D], labels [G, N], keep [G, N] bool -> [G].
+    Samples outside the support never cover anything, so leaving it cannot raise coverage."""
+    out = np.zeros((samples.shape[0], len(held_out)))
+    for g in range(samples.shape[0]):
+        for c, ref in enumerate(held_out):
+            mine = samples[g][(labels[g] == c) & keep[g]].double()
+            if len(mine):
+                out[g, c] = (torch.cdist(ref.double(), mine).min(1).values < radius[c]).double().mean()
+    return out.mean(1)
+
+
+def coverage_radius(held_out: list[Tensor], fresh: list[Tensor]) -> list[float]:
+    """Per class, the median distance from a held-out point to its nearest fresh point of the class: a sampler
+    drawing as many points as `fresh` from the true class law covers about half of the held-out points."""
+    return [float(torch.cdist(h.double(), f.double()).min(1).values.median()) for h, f in zip(held_out, fresh)]
+
+
+def guidance_measures(samples: dict, labels: Tensor, posterior, log_prob, level: float, held_out, radius) -> dict:
+    """{method: {"precision", "out", "coverage"}: [scales, G]} from samples[(method, w)] [G, N, 2] in scale order.
+
+    precision: share of samples whose exact posterior's most probable class is the requested one; out: share
+    outside the support; coverage: `coverage` of the in-support samples."""
+    rec: dict = {}
+    for (method, _), x in samples.items():
+        predicted = posterior(x.reshape(-1, x.shape[-1])).argmax(-1).reshape(x.shape[:-1])
+        keep = _log_density(log_prob, x) >= level
+        r = rec.setdefault(method, {"precision": [], "out": [], "coverage": []})
+        r["precision"].append(precision(predicted, labels))
+        r["out"].append((~keep).double().mean(-1).numpy())
+        r["coverage"].append(coverage(x, labels, held_out, radius, keep))
+    return {m: {k: np.stack(v) for k, v in r.items()} for m, r in rec.items()}
+
+
+def largest_in_support_scale(measures: dict, scales: list[float], max_out: float, reference: str = "exact") -> int:
+    """Index of the largest scale up to which the `reference` sampler's (the exact guided sampler's) mean share of
+    samples outside the support stays <= max_out (0 at least): the scales where guidance itself stays on the data."""
+    out = measures[reference]["out"]
+    k = 0
+    while k + 1 < len(scales) and out[k + 1].mean() <= max_out:
+        k += 1
+    return k
+
+
+def l6_rows(measures: dict, k: int, w_max: float, thresholds: dict, grad_error: np.ndarray,
+            factor: float = 1.0) -> list[dict]:
+    """L6's rows, judged from w = 0 to scale index k (w = w_max, the largest in support), per guidance method:
+
+    - precision rises by more than f * thresholds["precision"]; "not testable here" when precision at w = 0
+      already lies within that gain of 1 (at its ceiling: nothing left to rise);
+    - coverage falls by more than f * thresholds["coverage"] (relative);
+    - the trained classifier-free difference acts as grad log p(y | x): relative error per seed [G] below
+      f * thresholds["gradient"]."""
+    tp, tc, tg = (factor * thresholds[n] for n in ("precision", "coverage", "gradient"))
+    rows = []
+    for method, m in measures.items():
+        name = f"2D {method}, w = 0 to {w_max:g}"
+        p0 = m["precision"][0]
+        if k == 0:
+            rows.append(rules.part(f"{name}: precision rises", rules.NOT_TESTABLE, "no scale above 0 stays in the support"))
+        elif p0.mean() >= 1 - tp:
+            rows.append(rules.part(f"{name}: precision rises", rules.NOT_TESTABLE,
+                                   f"precision at w = 0 is {p0.mean():.3f}: at its ceiling"))
+        else:
+            rows.append(rules.judge_values(f"{name}: precision rises", m["precision"][k] - p0, tp, unit="share"))
+        if k == 0:
+            rows.append(rules.part(f"{name}: coverage falls", rules.NOT_TESTABLE, "no scale above 0 stays in the support"))
+        else:
+            fall = 1 - m["coverage"][k] / np.maximum(m["coverage"][0], 1e-12)
+            rows.append(rules.judge_values(f"{name}: coverage falls", fall, tc, unit="relative"))
+    rows.append(rules.judge_values("2D: trained cond-minus-uncond difference is grad log p(y | x)", grad_error, tg,
+                                   direction="below", unit="relative RMS error"))
+    return rows
+
+
+def gradient_errors(model, G: int, exact_grad_fn, classifier_grad_fn, points: Tensor, labels: Tensor, process, times,
+                    generator) -> dict:
+    """Relative RMS error per time and seed, {"classifier-free difference", "noisy classifier"}: [times, G], of the
+    trained cond-minus-uncond difference (`guidance_direction`) of a G-member ensemble and of a classifier's gradient
+    against the exact
+    grad log q_t(y | x), at x_t ~ q_t from `points` [N, D] with `labels` [N]. exact_grad_fn(z, y, alpha, sigma);
+    classifier_grad_fn(z [G, N, D], t, y [G, N])."""
+    from diffusion_study.core.guidance import guidance_direction
+
+    out = {"classifier-free difference": [], "noisy classifier": []}
+    for t in times:
+        t = torch.tensor(t, dtype=torch.float64)
+        alpha, sigma = process.alpha(t), process.sigma(t)
+        z = (alpha * points + sigma * torch.randn(points.shape, generator=generator, dtype=torch.float64)).float()
+        exact = exact_grad_fn(z, labels, alpha, sigma)
+        zg, yg = z.expand(G, -1, -1).contiguous(), labels.expand(G, -1).contiguous()
+        for key, est in (("classifier-free difference", guidance_direction(model, zg, t, yg)),
+                         ("noisy classifier", classifier_grad_fn(zg, t, yg))):
+            out[key].append([relative_rms(est[g], exact) for g in range(len(est))])
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def noisy_classifiers(make, process, data: tuple[Tensor, Tensor], G: int, *, steps: int, seed: int,
+                      init_seed: int, batch_size: int = 256, lr: float = 3e-3):
+    """G noise-conditional classifiers p_phi(y | x_t, t) (`nets.classifiers.noisy_classifier_loss` on `process`),
+    member g initialised after torch.manual_seed(init_seed + g) and trained with seed + g; their EMA copies as one
+    `MemberStack` (forward(z [G, B, D], t) -> logits [G, B, K])."""
+    from diffusion_study.nets.classifiers import MemberStack, noisy_classifier_loss
+    from diffusion_study.training.loop import train
+
+    members = []
+    for g in range(G):
+        torch.manual_seed(init_seed + g)
+        members.append(train(make(), lambda m, b, gn: noisy_classifier_loss(m, process, b, gn), data, steps=steps,
+                             batch_size=batch_size, lr=lr, seed=seed + g, progress=False).ema)
+    return MemberStack(members)
+
+
+def bayes_identity_error(exact_model, exact_grad_fn, points: Tensor, labels: Tensor, process, t: float,
+                         generator) -> float:
+    """Largest |cond-minus-uncond difference of the exact denoisers - grad log q_t(y | x)| at x_t ~ q_t(. | points)
+    [N, D] with labels [N]: Bayes' rule makes it zero, so it can only find a bug. exact_grad_fn(z, y, alpha, sigma)."""
+    from diffusion_study.core.guidance import guidance_direction
+
+    t = torch.tensor(t, dtype=torch.float64)
+    alpha, sigma = process.alpha(t), process.sigma(t)
+    z = (alpha * points + sigma * torch.randn(points.shape, generator=generator, dtype=torch.float64)).float()
+    return float((guidance_direction(exact_model, z, t, labels) - exact_grad_fn(z, labels, alpha, sigma)).abs().max())
