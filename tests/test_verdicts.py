@@ -256,3 +256,10 @@ def test_judge_equivalence():
     row = v.judge_equivalence("2D", [0.001, -0.001, 0.0005, 0.0, -0.0005], margin=0.005, unit="energy distance")
     assert row["verdict"] == v.SUPPORTED and "equivalence" in row["margin"]
     assert v.judge_equivalence("digits", [0.5, -0.6, 0.1], margin=0.1)["verdict"] == v.INCONCLUSIVE
+
+
+def test_a_log_ratio_margin_reads_with_its_factor_and_four_digits():
+    row = v.judge("2D", v.estimate([0.5, 0.6, 0.7]), math.log(1.25), unit="log-ratio")
+    assert row["margin"] == "> 0.2231 log-ratio (×1.25)"
+    assert v.judge_equivalence("2D", [0.01, -0.02, 0.0], math.log(1.1), unit="log-ratio")["margin"].startswith(
+        "within ±0.09531 log-ratio (×1.1)")

@@ -366,6 +366,15 @@ def _fmt(x: float, fmt: str) -> str:
     return format(x, fmt).replace("-", "−") if math.isfinite(x) else "—"
 
 
+def _margin(x: float, unit: str) -> str:
+    """A margin as a reader reads it: 4 significant digits, and a log-ratio also as its factor
+    (0.0953102 log-ratio -> "0.0953 log-ratio (×1.1)")."""
+    text = _fmt(x, ".4g") + (f" {unit}" if unit else "")
+    if "log" in unit and math.isfinite(x):
+        text += f" (×{math.exp(x):.3g})"
+    return text
+
+
 def judge(setting: str, est: Estimate, support: float, contradict: float | None = None, *,
           direction: str = "above", verdict: str | None = None, mde: float | None = None,
           unit: str = "", fmt: str = ".3f", level: float = 0.95) -> dict:
@@ -378,9 +387,9 @@ def judge(setting: str, est: Estimate, support: float, contradict: float | None 
     half = (high - low) / 2 if math.isfinite(low) else math.nan
     suffix = f" {unit}" if unit else ""
     side = ">" if direction == "above" else "<"
-    margin = f"{side} {_fmt(support, 'g')}{suffix}"
+    margin = f"{side} {_margin(support, unit)}"
     if contradict is not None and contradict != support:
-        margin += f" (contradicted {'<' if direction == 'above' else '>'} {_fmt(contradict, 'g')})"
+        margin += f" (contradicted {'<' if direction == 'above' else '>'} {_margin(contradict, unit)})"
     return part(setting, verdict, f"{_fmt(est.mean, fmt)} ± {_fmt(half, fmt)}{suffix}",
                 interval=(low, high), mde=None if mde is None else float(mde), margin=margin)
 
@@ -412,4 +421,4 @@ def judge_equivalence(setting: str, values, margin: float, *, alpha: float = 0.0
     half = (high - low) / 2 if math.isfinite(low) else math.nan
     return part(setting, equivalence(est, margin, alpha), f"{_fmt(est.mean, fmt)} ± {_fmt(half, fmt)}{suffix}",
                 interval=(low, high), mde=minimum_detectable_effect_of(values, alpha=2 * alpha),
-                margin=f"within ±{_fmt(margin, 'g')}{suffix} (equivalence, 90% interval)")
+                margin=f"within ±{_margin(margin, unit)} (equivalence, 90% interval)")
