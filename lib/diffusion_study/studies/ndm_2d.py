@@ -90,7 +90,7 @@ KINDS = ("ddpm", "ndm", "ndm-gain")
 
 def toy_model(schedule, kind: str, members: int, *, hidden: int = 64, depth: int = 3, time_dim: int = 32,
               data_std: float = 1.0, generator=None, x_hidden: int | None = None, f_zero: bool = True,
-              f_time_scale: float | None = 0.01, f_lr_scale: float = 1.0) -> Denoiser:
+              f_time_scale: float | None = 0.01, f_lr_scale: float = 1.0, seed: int | None = None) -> Denoiser:
     """Chapter 4's 2D model, an ensemble of `members`: x_hat = PreconditionedX0(EnsembleMLP), prediction 'x0';
     kind 'ddpm' (F = identity), 'ndm' (an EnsembleMLP F of the same size, F = x at the start) or 'ndm-gain'
     (F(x, t) = c(t) x, `transforms.EnsembleScalarGain`: a learned schedule only).
@@ -98,12 +98,14 @@ def toy_model(schedule, kind: str, members: int, *, hidden: int = 64, depth: int
     The x_hat networks (width `x_hidden`, default `hidden`) are drawn first from `generator`, so DDPM and NDM
     of one seed start from the same x_hat weights. The ablation's switches for F: `f_zero` (output layer at
     zero, F = x at the start), `f_time_scale` (slowed time features, None: the denoisers' own), `f_lr_scale`
-    (F trained at this multiple of the learning rate, `transforms.LearningRateScale`).
+    (F trained at this multiple of the learning rate, `transforms.LearningRateScale`). `seed`: a fresh
+    generator seeded with it (instead of `generator`).
     """
     from diffusion_study.core.processes import NeuralForward
     from diffusion_study.nets.transforms import EnsembleScalarGain, LearningRateScale, SlowTime, zero_output_layer
 
     choose("model", kind, KINDS)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else generator
     net = EnsembleMLP(members, 2, x_hidden or hidden, depth, time_dim, "silu", generator=generator)
     x_net = PreconditionedX0(net, schedule, data_std)
     if kind == "ddpm":
@@ -435,8 +437,126 @@ def n7(counts: dict) -> tuple[list[dict], str]:
     return parts, rules.combine(p["verdict"] for p in parts)
 
 
-def transform_deviation(process, x: Tensor, t: float = 0.5) -> Tensor:
-    """E||F(x, t) - x|| / E||x|| per member, x [G, N, D] -> [G]: how far F has moved from the identity."""
+def transform_deviation(process, x: Tensor, t: float = 0.5, reference=None) -> Tensor:
+    """E||F(x, t) - R(x, t)|| / E||x|| per member, x [G, N, D] -> [G]: how far F has moved from the identity
+    (reference None) or lies from another transform R (e.g. `StraightForward.transform`)."""
+    tt = torch.tensor(float(t), dtype=torch.float64)
     with torch.no_grad():
-        f = process.transform(x, torch.tensor(float(t), dtype=torch.float64))
-    return ((f - x).norm(dim=-1).mean(-1) / x.norm(dim=-1).mean(-1)).cpu()
+        f, r = process.transform(x, tt), x if reference is None else reference(x, tt)
+    return ((f - r).norm(dim=-1).mean(-1) / x.norm(dim=-1).mean(-1)).cpu()
+
+
+def jsonable(value):
+    """Chapter 4's measurements as JSON for the results file: tuple keys joined by spaces, tensors and arrays
+    as nested lists, nested dicts, lists and tuples converted throughout."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {" ".join(map(str, k)) if isinstance(k, tuple) else str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (Tensor, np.ndarray, np.generic)):
+        return np.asarray(value.detach().cpu() if isinstance(value, Tensor) else value).tolist()
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements the chapter repeats for several models
+# ---------------------------------------------------------------------------------------------
+
+
+def few_step_bound(model, x: Tensor, times, *, decoder, reps: int, seed: int, variances: Tensor | None = None) -> Tensor:
+    """The whole bound on the grid `times` (every KL term), averaged over `reps` draws seeded seed + r, per
+    member: x [G, N, D] -> [G] nats. With `variances` [steps, G], DDPM's bound at those reverse variances
+    (`analytic_bound`)."""
+    from diffusion_study.core.objectives import vlb_terms
+
+    runs = []
+    with torch.no_grad():
+        for r in range(reps):
+            g = torch.Generator().manual_seed(seed + r)
+            runs.append(vlb_terms(model, x, decoder=decoder, times=times, generator=g).total if variances is None
+                        else analytic_bound(model, x, times, variances, decoder=decoder, generator=g))
+    return torch.stack(runs).mean(0).mean(-1).cpu()
+
+
+def sampler_study(model, noise: Tensor, fine_grid, grids: list, to_data) -> tuple[Tensor, Tensor, Tensor]:
+    """Deterministic (DDIM) sampling of `model` from `noise` [G, N, 2]: the paths on `fine_grid`
+    ([K + 1, G, N, 2] latents), their curvature (`path_curvature`, mean over points, [G]) and, for each grid
+    in `grids`, the mean distance of its end point from the fine one in data units ([len(grids), G])."""
+    from diffusion_study.core.samplers import ddim_sample
+
+    trail = [noise]
+    end = to_data(ddim_sample(model, noise, fine_grid, callback=lambda info: trail.append(info["z"])))
+    paths = torch.stack(trail)
+    errors = torch.stack([(to_data(ddim_sample(model, noise, g)) - end).norm(dim=-1).mean(-1).cpu() for g in grids])
+    return paths, path_curvature(paths).mean(-1).cpu(), errors
+
+
+def training_calls(loss, **modules: nn.Module) -> dict[str, int]:
+    """Forward calls of each module in `modules` during one forward and backward pass of `loss()` (a
+    callable returning a tensor): {name: calls} (`CallCounter`)."""
+    with CallCounter(**modules) as counter:
+        out = loss()
+        if out.requires_grad:
+            out.mean().backward()
+    return dict(counter.counts)
+
+
+def trace_curves(records: list, total: int, final, members=slice(None)) -> tuple:
+    """A `TransformTrace`'s records plus the final values as curves: (steps [R + 1], norm [R + 1, S],
+    spread [R + 1, S]) for the members `members` of each record; final = (norm [S], spread [S])."""
+    import numpy as np
+
+    steps = np.array([r[0] for r in records] + [total])
+    return (steps, *(np.stack([r[1 + i][members].cpu().numpy() for r in records] + [np.asarray(final[i])]) for i in (0, 1)))
+
+
+def seed_rows(values: dict, fmt: str = ".3f") -> list[list[str]]:
+    """Table rows [name, 'mean ± half' per data set] from {name: [D, S] per-seed values}."""
+    return [[name] + [seed_text(r, fmt) for r in rows] for name, rows in values.items()]
+
+
+LABELS = {"ddpm": "DDPM", "ndm": "NDM", "ndm-matched": "NDM, matched time", "ndm-gain": "NDM, F = c(t) x",
+          "ddpm-wide": "DDPM, wider", "ddpm-halfway": "DDPM after half the steps",
+          "ddpm-analytic": "DDPM, optimal reverse variance"}  # the chapter's models, as the tables name them
+
+
+def bound_loss(times, decoder):
+    """The training loss on the bound of the grid `times`: loss(model, batch [G, B, G, D], generator) -> [G, B],
+    one KL term per example (unbiased), each member on its own column (`member_columns`)."""
+    from diffusion_study.core.objectives import vlb_terms
+
+    return lambda model, batch, g: vlb_terms(model, member_columns(batch), decoder=decoder, times=times,
+                                             n_timesteps=1, generator=g).total
+
+
+def chapter_data(datasets, n_train: int, n_test: int, seeds) -> tuple[Tensor, Tensor, dict]:
+    """Chapter 4's data: train [n_train, G, 2] (member g reads column g), test [G, n_test, 2] with member
+    d * S + s = data set d, seed s (drawn with seed 1000 d + s), and the exact held-out NLL per data set
+    (log 8 for the checkerboard, the mixture's own density for two Gaussians, None for two moons)."""
+    from diffusion_study.data.toy2d import toy_split, two_gaussians
+
+    splits = [toy_split(n, n_train, n_test, seed=1000 * d + s) for d, n in enumerate(datasets) for s in seeds]
+    train, test = torch.stack([tr for tr, _ in splits], 1), torch.stack([te for _, te in splits], 0)
+    S = len(seeds)
+    exact = {n: math.log(8.0) if n == "checkerboard" else None for n in datasets}
+    if "two_gaussians" in datasets:
+        d = list(datasets).index("two_gaussians")
+        exact["two_gaussians"] = float(-two_gaussians().log_prob(test[d * S:(d + 1) * S].reshape(-1, 2)).mean())
+    return train, test, exact
+
+
+def structure_table(datasets, x: Tensor):
+    """`structure` of each data set's members' points x [G, N, 2] (data set d: members d * S .. d * S + S - 1):
+    [D, S] float64 numpy."""
+    S = x.shape[0] // len(datasets)
+    return by_dataset(torch.cat([structure(n, x[d * S:(d + 1) * S].cpu()) for d, n in enumerate(datasets)]), len(datasets))
+
+
+def noise_loss(model, batch: Tensor, generator) -> Tensor:
+    """The plain noise-prediction loss (`continuous_time.noise_prediction_loss`) as a training loss on the
+    ensemble's batch [G, B, G, D] -> [G, B] (claim N6)."""
+    from diffusion_study.core.continuous_time import noise_prediction_loss
+
+    return noise_prediction_loss(model, member_columns(batch), generator)
