@@ -53,7 +53,14 @@ def _intervals(ax, x, table, limits, **style) -> None:
 def transform_figure(rows: list[tuple[str, list[tuple[float, object]], object]]):
     """F(x, t) at a few times, one row per data set: rows [(data set, [(t, F [N, 2])], colour [N])]."""
     n_cols = len(rows[0][1])
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=figsize(2.0 * len(rows) + 0.3), sharex="row", sharey="row")
+    aspects = []  # each row's height / width, from the extent of its points, so that no row is mostly blank
+    for _, panels, _ in rows:
+        pts = np.concatenate([np.asarray(f) for _, f in panels])
+        span = pts.max(0) - pts.min(0)
+        aspects.append(float(np.clip(span[1] / max(span[0], 1e-9), 0.3, 1.5)))
+    width = figsize(1.0)[0] / n_cols
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=figsize(width * sum(aspects) + 0.5), sharex="row", sharey="row",
+                             gridspec_kw={"height_ratios": aspects}, squeeze=False)
     for r, (name, panels, colour) in enumerate(rows):
         for c, (t, f) in enumerate(panels):
             ax = axes[r, c]
