@@ -148,3 +148,25 @@ def test_matched_width_gives_ddpm_at_least_ndms_parameters():
     ndm = ndm_2d.toy_model(SCHEDULE, "ndm", 1, hidden=16)
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert n(ndm) <= n(ddpm) < 1.1 * n(ndm)
+
+
+def test_figure_ranges_are_not_set_by_one_outlier():
+    from diffusion_study.studies.ndm_2d_figures import robust_limits
+
+    values = list(np.linspace(-0.05, 0.05, 40)) + [5.0]
+    low, high = robust_limits(values, include=(0,))
+    assert high < 1.0 and low < -0.04
+
+
+def test_results_are_jsonable_with_tuple_keys_and_arrays():
+    import json
+
+    out = ndm_2d.jsonable({("bound", "ddpm"): np.ones((2, 3)), "t": torch.zeros(2), "gate": (True, "ok"), 8: 1.5})
+    assert json.loads(json.dumps(out)) == {"bound ddpm": [[1.0] * 3] * 2, "t": [0.0, 0.0], "gate": [True, "ok"], "8": 1.5}
+
+
+def test_chapter_data_lays_out_members_by_data_set_then_seed():
+    train, test, exact = ndm_2d.chapter_data(("checkerboard", "two_gaussians"), 50, 20, range(3))
+    assert train.shape == (50, 6, 2) and test.shape == (6, 20, 2)
+    assert exact["checkerboard"] == np.log(8.0) and exact["two_gaussians"] > 0
+    assert float(ndm_2d.structure("checkerboard", test[:3]).min()) > 0.9  # members 0-2: the checkerboard
