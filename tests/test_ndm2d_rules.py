@@ -101,9 +101,9 @@ def test_n7_constant_calls_whatever_t_is_a_verified_identity():
 
 def test_gates_name_their_numbers():
     ok, why = ndm_2d.likelihood_gate({"DDPM": [2.5, 2.6]}, [2.9, 2.9], 2.0, 0.05)
-    assert ok and "Gaussian fit 2.900" in why and "above the exact NLL by DDPM 0.550" in why
+    assert ok and "Gaussian fit's 2.900" in why and "above the exact NLL by DDPM 0.550" in why
     ok, why = ndm_2d.structure_gate("checkerboard", {"DDPM": [0.40, 0.45]}, [0.42], 0.05)
-    assert not ok and "does not beat" in why
+    assert not ok and "not above" in why
 
 
 def test_ensemble_scalar_gain_is_a_learned_schedule_starting_at_the_identity():
@@ -170,3 +170,18 @@ def test_chapter_data_lays_out_members_by_data_set_then_seed():
     assert train.shape == (50, 6, 2) and test.shape == (6, 20, 2)
     assert exact["checkerboard"] == np.log(8.0) and exact["two_gaussians"] > 0
     assert float(ndm_2d.structure("checkerboard", test[:3]).min()) > 0.9  # members 0-2: the checkerboard
+
+
+def test_control_text_says_what_f_adds_beyond_each_control():
+    parts = [{"setting": "bound, two_gaussians", "verdict": rules.SUPPORTED},
+             {"setting": "beyond DDPM, wider, checkerboard", "verdict": rules.INADEQUATE},
+             {"setting": "beyond DDPM, wider, two_gaussians", "verdict": rules.SUPPORTED},
+             {"setting": "beyond NDM, F = c(t) x, two_gaussians", "verdict": rules.CONTRADICTED}]
+    assert ndm_2d.control_text(parts) == "DDPM, wider: supported; NDM, F = c(t) x: contradicted"
+
+
+def test_falling_and_ablation_texts_follow_the_numbers():
+    text = ndm_2d.falling_text(["a", "b"], [[0.5, 0.6, 0.55], [0.0, 0.01, -0.01]])
+    assert "a 0.550" in text and "(still falling)" in text and "b" in text and "(no longer falling)" in text
+    assert "not from how F is trained" in ndm_2d.ablation_text({"x": 0.01, "y": 0.02}, 0.3)
+    assert "optimiser's doing" in ndm_2d.ablation_text({"x": 0.01, "y": 0.2}, 0.3)

@@ -94,17 +94,25 @@ def nll_figure(panels: dict[str, dict[str, np.ndarray]], datasets, delta: float)
 
 def samples_figure(rows: list[tuple[str, object, list[tuple[str, object]]]]):
     """Samples over held-out data (grey), one row per data set: rows [(data set, data [N, 2], [(title,
-    samples [N, 2])])]; points outside the frame are drawn on its edge."""
+    samples [N, 2])])]; each row framed by its data's extent (padded), points outside drawn on the frame."""
     n_cols = len(rows[0][2])
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=figsize(1.62 * len(rows) + 0.35), squeeze=False)
-    for r, (name, data, panels) in enumerate(rows):
-        lim = float(np.abs(np.asarray(data)).max()) * 1.15
+    frames = []
+    for _, data, _ in rows:
+        data = np.asarray(data)
+        lo, hi = data.min(0), data.max(0)
+        pad = 0.15 * (hi - lo)
+        frames.append((lo - pad, hi + pad))
+    aspects = [float(np.clip((hi[1] - lo[1]) / (hi[0] - lo[0]), 0.3, 1.5)) for lo, hi in frames]
+    width = figsize(1.0)[0] / n_cols
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=figsize(width * sum(aspects) + 0.5), squeeze=False,
+                             gridspec_kw={"height_ratios": aspects})
+    for r, ((name, data, panels), (lo, hi)) in enumerate(zip(rows, frames)):
         for c, (title, pts) in enumerate(panels):
             ax = axes[r, c]
-            pts = np.clip(np.asarray(pts), -lim, lim)
+            pts = np.clip(np.asarray(pts), lo, hi)
             ax.scatter(data[:, 0], data[:, 1], s=0.6, color="0.8")
             ax.scatter(pts[:, 0], pts[:, 1], s=0.6, alpha=0.5, color=COLORS["NDM" if "NDM" in title else "DDPM"])
-            ax.set(aspect="equal", xlim=(-lim, lim), ylim=(-lim, lim), xticks=[], yticks=[])
+            ax.set(aspect="equal", xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xticks=[], yticks=[])
             if r == 0:
                 ax.set_title(title, fontsize=9)
         axes[r, 0].set_ylabel(name.replace("_", " "))
