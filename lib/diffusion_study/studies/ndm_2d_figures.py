@@ -57,7 +57,7 @@ def transform_figure(rows: list[tuple[str, list[tuple[float, object]], object]])
     for _, panels, _ in rows:
         pts = np.concatenate([np.asarray(f) for _, f in panels])
         span = pts.max(0) - pts.min(0)
-        aspects.append(float(np.clip(span[1] / max(span[0], 1e-9), 0.3, 1.5)))
+        aspects.append(float(np.clip(span[1] / max(span[0], 1e-9), 0.6, 1.5)))
     width = figsize(1.0)[0] / n_cols
     fig, axes = plt.subplots(len(rows), n_cols, figsize=figsize(width * sum(aspects) + 0.5), sharex="row", sharey="row",
                              gridspec_kw={"height_ratios": aspects}, squeeze=False)
@@ -68,7 +68,7 @@ def transform_figure(rows: list[tuple[str, list[tuple[float, object]], object]])
             ax.set(aspect="equal", xticks=[], yticks=[])
             if r == 0:
                 ax.set_title(f"t = {t:g}")
-        axes[r, 0].set_ylabel(name.replace("_", " "))
+        axes[r, 0].set_ylabel(name.replace("_", "\n"))
     return fig
 
 
@@ -102,7 +102,7 @@ def samples_figure(rows: list[tuple[str, object, list[tuple[str, object]]]]):
         lo, hi = data.min(0), data.max(0)
         pad = 0.15 * (hi - lo)
         frames.append((lo - pad, hi + pad))
-    aspects = [float(np.clip((hi[1] - lo[1]) / (hi[0] - lo[0]), 0.3, 1.5)) for lo, hi in frames]
+    aspects = [float(np.clip((hi[1] - lo[1]) / (hi[0] - lo[0]), 0.6, 1.5)) for lo, hi in frames]
     width = figsize(1.0)[0] / n_cols
     fig, axes = plt.subplots(len(rows), n_cols, figsize=figsize(width * sum(aspects) + 0.5), squeeze=False,
                              gridspec_kw={"height_ratios": aspects})
@@ -115,7 +115,7 @@ def samples_figure(rows: list[tuple[str, object, list[tuple[str, object]]]]):
             ax.set(aspect="equal", xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xticks=[], yticks=[])
             if r == 0:
                 ax.set_title(title, fontsize=9)
-        axes[r, 0].set_ylabel(name.replace("_", " "))
+        axes[r, 0].set_ylabel(name.replace("_", "\n"))
     return fig
 
 
