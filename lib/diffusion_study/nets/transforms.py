@@ -73,6 +73,51 @@ class ScalarGain(nn.Module):
         return gain.reshape(*batch, *([1] * self.event_dims)) * x
 
 
+class EnsembleScalarGain(nn.Module):
+    """`ScalarGain` for an ensemble of G members: net(x, t) = g_m(t) x with g_m member m's MLP of t alone
+    (an `EnsembleMLP` on a constant input), so F(x, t) = (1 + t g_m(t)) x: a learned schedule per member and
+    nothing more (chapter 4's control, issue 21 item 4a). Output layer at zero (F = x at the start); time
+    features slowed by `time_scale` as `SlowTime`.
+
+    x: [G, B, D], t: [G, B] -> [G, B, D].
+    """
+
+    event_dims = 1
+
+    def __init__(self, members: int, hidden: int = 32, depth: int = 2, time_dim: int = 16,
+                 time_scale: float = 0.01, generator=None):
+        super().__init__()
+        self.members, self.time_scale = int(members), float(time_scale)
+        self.g = zero_output_layer(EnsembleMLP(members, 1, hidden, depth, time_dim, "silu", generator=generator))
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        ones = torch.ones(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)  # [G, B, 1]
+        return self.g(ones, self.time_scale * t.expand(x.shape[:-1])) * x
+
+
+class LearningRateScale(nn.Module):
+    """net with its parameters stored divided by `scale` and multiplied back in the forward pass: under Adam
+    (whose step is about lr whatever the gradient's size) this trains net's weights at `scale` times the
+    optimizer's learning rate, leaving its function at the start unchanged (chapter 4's ablation: F's
+    learning rate x10). event_dims and members pass through.
+    """
+
+    def __init__(self, net: nn.Module, scale: float):
+        super().__init__()
+        self.net, self.scale = net, float(scale)
+        self.event_dims = getattr(net, "event_dims", None)
+        if getattr(net, "members", None) is not None:
+            self.members = net.members
+        with torch.no_grad():
+            for p in net.parameters():
+                p.div_(self.scale)
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        params = {name: p * self.scale for name, p in self.net.named_parameters()}
+        args = (x, t) if y is None else (x, t, y)
+        return torch.func.functional_call(self.net, params, args)
+
+
 def mlp_forward(schedule, dim: int = 2, hidden: int = 64, depth: int = 3, time_dim: int = 32,
                 members: int | None = None, activation: str = "silu", generator=None,
                 time_scale: float | None = 0.01) -> NeuralForward:

@@ -72,7 +72,7 @@ def fit(model: nn.Module, loss_fn, data: Tensor, steps: int, *, batch_size: int,
             res = train(model, loss_fn, data, steps=mark, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
                         seed=seed, checkpoint_path=ckpt, checkpoint_every=steps, progress=False, **timed)
             total += res.seconds
-            out.models[mark] = copy.deepcopy(res.ema).eval()
+            out.models[mark] = copy.deepcopy(res.ema if res.ema is not None else res.model).eval()  # no EMA: the model
             out.seconds[mark] = total
     if match_seconds is not None and out.matched is None:
         out.matched = steps
