@@ -279,8 +279,8 @@ def bibtex(cff: dict[str, Any], key: str | None = None) -> str:
     ])
 
 
-_FIGURE_SAVE = re.compile(  # glue("fig-x", save_figure(fig, "name", ...)): glue key -> file stem
-    r"""glue\(\s*(["'])(?P<key>[^"'\n]+)\1\s*,\s*save_figure\(\s*[^,()]+,\s*(["'])(?P<name>[^"'\n]+)\3""")
+_FIGURE_SAVE = re.compile(  # glue("fig-x", save_figure(fig, "name", ...)): glue key -> file stem (fig may be a call)
+    r"""glue\(\s*(["'])(?P<key>[^"'\n]+)\1\s*,\s*save_figure\(\s*(?:[^,()]|\([^()]*\))+,\s*(["'])(?P<name>[^"'\n]+)\3""")
 _GLUE_FIGURE = re.compile(  # ```{glue:figure} KEY + options: glue key -> figure label (:name:)
     r"^[ \t]*(?:`{3,}|:{3,})\{glue:figure\}[ \t]+(?P<key>\S+)[^\n]*\n(?P<options>(?:[ \t]*:[\w-]+:[^\n]*\n)*)",
     re.M)
