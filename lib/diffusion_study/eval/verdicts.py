@@ -366,6 +366,14 @@ def _fmt(x: float, fmt: str) -> str:
     return format(x, fmt).replace("-", "−") if math.isfinite(x) else "—"
 
 
+def interval_text(est: Estimate, level: float = 0.95, fmt: str = ".3f", unit: str = "") -> str:
+    """'mean ± half-width unit' of the `level` interval of an estimate ('mean ± —' for one sample):
+    the one way the book prints an effect."""
+    low, high = est.interval(level)
+    half = (high - low) / 2 if math.isfinite(low) else math.nan
+    return f"{_fmt(est.mean, fmt)} ± {_fmt(half, fmt)}" + (f" {unit}" if unit else "")
+
+
 def _margin(x: float, unit: str) -> str:
     """A margin as a reader reads it: 4 significant digits, and a log-ratio also as its factor
     (0.0953102 log-ratio -> "0.0953 log-ratio (×1.1)")."""
@@ -384,13 +392,11 @@ def judge(setting: str, est: Estimate, support: float, contradict: float | None 
     judge("checkerboard", estimate(ndm - ddpm), -0.02, direction="below", unit="nats")."""
     low, high = est.interval(level)
     verdict = decide(low, high, support, contradict, direction) if verdict is None else verdict
-    half = (high - low) / 2 if math.isfinite(low) else math.nan
-    suffix = f" {unit}" if unit else ""
     side = ">" if direction == "above" else "<"
     margin = f"{side} {_margin(support, unit)}"
     if contradict is not None and contradict != support:
         margin += f" (contradicted {'<' if direction == 'above' else '>'} {_margin(contradict, unit)})"
-    return part(setting, verdict, f"{_fmt(est.mean, fmt)} ± {_fmt(half, fmt)}{suffix}",
+    return part(setting, verdict, interval_text(est, level, fmt, unit),
                 interval=(low, high), mde=None if mde is None else float(mde), margin=margin)
 
 
@@ -417,8 +423,6 @@ def judge_equivalence(setting: str, values, margin: float, *, alpha: float = 0.0
     and the minimum detectable effect at that level."""
     est = estimate(values)
     low, high = est.interval(1 - 2 * alpha)
-    suffix = f" {unit}" if unit else ""
-    half = (high - low) / 2 if math.isfinite(low) else math.nan
-    return part(setting, equivalence(est, margin, alpha), f"{_fmt(est.mean, fmt)} ± {_fmt(half, fmt)}{suffix}",
+    return part(setting, equivalence(est, margin, alpha), interval_text(est, 1 - 2 * alpha, fmt, unit),
                 interval=(low, high), mde=minimum_detectable_effect_of(values, alpha=2 * alpha),
                 margin=f"within ±{_margin(margin, unit)} (equivalence, 90% interval)")

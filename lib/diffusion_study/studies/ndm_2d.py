@@ -277,10 +277,7 @@ def seed_text(values, fmt: str = ".3f") -> str:
     """'mean ± half-width' of the 95% t-interval of per-seed values ('mean ± —' for one seed)."""
     from diffusion_study.eval import verdicts as rules
 
-    est = rules.estimate(values)
-    low, high = est.interval()
-    half = format((high - low) / 2, fmt) if math.isfinite(low) else "—"
-    return f"{format(est.mean, fmt)} ± {half}"
+    return rules.interval_text(rules.estimate(values), fmt=fmt)
 
 
 def datasets_text(names, rows, fmt: str = ".3f") -> str:
